@@ -1,0 +1,18 @@
+//! mailcanary: controlled send tests for email deliverability.
+//!
+//! A run loads a scenario, plans control and bulk messages over paths and
+//! seeds, signs and sends them with full SMTP transcripts, and writes the
+//! record under `runs/<id>/`. The gateway simulator (`sim`) is the embedded
+//! receiver that lets the whole job run on loopback.
+
+pub mod cli;
+pub mod config;
+pub mod dns;
+pub mod error;
+pub mod exit;
+pub mod message;
+pub mod plan;
+pub mod run;
+pub mod scenario;
+pub mod sim;
+pub mod smtp;
