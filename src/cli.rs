@@ -1,1 +1,155 @@
-pub fn main() -> i32 { 0 }
+//! Command-line parsing and dispatch. Each subcommand returns an
+//! [`ExitStatus`] or an [`Error`]; [`main`] turns both into the exit code.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::exit::ExitStatus;
+use crate::plan::Plan;
+use crate::scenario::Scenario;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailcanary",
+    version,
+    about = "Controlled send tests for email deliverability: control versus bulk through chosen IPs and pools, with full SMTP transcripts",
+    after_help = "Exit codes: 0 healthy, 1 the run could not be completed, 2 invalid usage or scenario (nothing sent), 3 warning, 4 critical."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+
+    /// More log detail on stderr: -v for debug, -vv for trace (SMTP wire lines, secrets masked).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send a scenario's control and bulk messages and record every attempt.
+    Run(RunArgs),
+    /// Validate a scenario and print its plan without sending anything.
+    Check(CheckArgs),
+    /// Run the gateway simulator as a standalone SMTP receiver.
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+
+    /// Directory in which the run directory is created.
+    #[arg(long, default_value = "runs", value_name = "DIR")]
+    runs_dir: PathBuf,
+
+    /// Never draw the progress bar, even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// The scenario file (TOML).
+    scenario: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// Policy file: a [simulator] table, optionally with a [dns] table.
+    #[arg(long, value_name = "FILE")]
+    policy: PathBuf,
+
+    /// Address to listen on, overriding the policy's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// Maildir root that accepted messages are delivered into.
+    #[arg(long, value_name = "DIR", default_value = "sim-maildir")]
+    maildir: PathBuf,
+}
+
+/// Parses the command line, runs the command and returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // clap exits 0 for --help and --version and 2 for usage errors,
+            // which is the table's code for invalid usage.
+            let _ = error.print();
+            return error.exit_code();
+        }
+    };
+    init_logging(&cli);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitStatus::RunFailed.code();
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    match result {
+        Ok(status) => status.code(),
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit_status().code()
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
+    match command {
+        Command::Check(args) => {
+            let scenario = Scenario::load(&args.scenario)?;
+            let plan = Plan::build(&scenario)?;
+            print!("{}", plan.render(&scenario));
+            println!("\nscenario is valid; nothing was sent");
+            Ok(ExitStatus::Healthy)
+        }
+        Command::Run(args) => {
+            let scenario = Scenario::load(&args.scenario)?;
+            let options = crate::run::RunOptions {
+                runs_dir: args.runs_dir,
+                progress: !args.no_progress && std::io::stderr().is_terminal(),
+            };
+            let result = crate::run::run(scenario, &options).await?;
+            print!("{}", crate::run::summary::render(&result.record, &result.directory));
+            Ok(ExitStatus::Healthy)
+        }
+        Command::Sim(args) => {
+            crate::sim::run_standalone(&args.policy, args.listen, &args.maildir).await?;
+            Ok(ExitStatus::Healthy)
+        }
+    }
+}
+
+/// Logs go to stderr. `RUST_LOG` overrides the level chosen by -v and -q.
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let default = format!("warn,mailcanary={level}");
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
+}

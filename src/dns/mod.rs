@@ -2,8 +2,15 @@
 //! authoritative server, optional upstream nameservers, MX and address lookups
 //! for delivery, and the mail-auth resolver that SPF, DKIM and DMARC use.
 
+mod error;
+mod lookup;
+mod server;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+pub use error::DnsError;
+pub use lookup::{DeliveryTarget, Dns, MxRecord};
 
 /// The validated `[dns]` table of a scenario or simulator policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -68,3 +75,6 @@ impl DnsToml {
         if errors.is_empty() { Ok(settings) } else { Err(errors) }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -117,3 +117,51 @@ pub struct Transaction {
     /// Index in `exchanges` of the reply that decided the outcome.
     pub decisive: Option<usize>,
 }
+
+impl std::fmt::Display for Step {
+    /// Writes the step as its serde name does, `end-of-data` for example.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Step::Connect => "connect",
+            Step::Greeting => "greeting",
+            Step::Ehlo => "ehlo",
+            Step::Helo => "helo",
+            Step::Starttls => "starttls",
+            Step::TlsHandshake => "tls-handshake",
+            Step::Mail => "mail",
+            Step::Rcpt => "rcpt",
+            Step::Data => "data",
+            Step::EndOfData => "end-of-data",
+            Step::Rset => "rset",
+            Step::Quit => "quit",
+        };
+        f.write_str(name)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    /// Writes the failure as one sentence for transcripts and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Dns { detail } => write!(f, "DNS lookup failed: {detail}"),
+            Failure::Bind { source_ip, detail } => {
+                write!(f, "source IP {source_ip} not usable: {detail}")
+            }
+            Failure::ConnectionRefused { detail } => write!(f, "connection refused: {detail}"),
+            Failure::TimedOut { step, after_ms } => {
+                write!(f, "timed out after {after_ms} ms at the {step} step")
+            }
+            Failure::StarttlsNotOffered => {
+                f.write_str("STARTTLS required, but the server did not offer it")
+            }
+            Failure::Tls { detail } => write!(f, "TLS failed: {detail}"),
+            Failure::ConnectionDropped { step } => {
+                write!(f, "the server closed the connection at the {step} step")
+            }
+            Failure::Protocol { step, detail } => {
+                write!(f, "protocol error at the {step} step: {detail}")
+            }
+            Failure::Io { step, detail } => write!(f, "I/O error at the {step} step: {detail}"),
+        }
+    }
+}

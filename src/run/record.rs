@@ -1,0 +1,193 @@
+//! The run record written as `run.json`: the plan, every attempt with its
+//! transcript, and every message with its final outcome. `gate` and `report`
+//! read it back, so every field is plain data.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::PlannedMessage;
+use crate::scenario::Role;
+use crate::smtp::record::{Failure, Outcome, Reply, Transaction};
+
+/// Bumped when a field changes meaning or is removed.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub format: u32,
+    pub tool: String,
+    pub run_id: String,
+    pub scenario: ScenarioInfo,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// True when the run was stopped (Ctrl-C) before every message reached a
+    /// final outcome; the record then holds what was done until then.
+    pub interrupted: bool,
+    pub sender: SenderInfo,
+    pub paths: Vec<PathInfo>,
+    pub seeds: Vec<String>,
+    pub dkim: Vec<DkimInfo>,
+    pub delivery: DeliveryInfo,
+    pub dns: DnsInfo,
+    pub simulator: Option<SimulatorInfo>,
+    pub plan: Vec<PlannedMessage>,
+    pub messages: Vec<MessageRecord>,
+    pub attempts: Vec<AttemptRecord>,
+    pub totals: Totals,
+    pub context: ContextInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub max_messages: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SenderInfo {
+    pub from: String,
+    pub mail_from: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PathInfo {
+    pub name: String,
+    pub pool: String,
+    pub source_ip: Option<IpAddr>,
+    pub helo: String,
+    /// `smtp://host:port` for a relay path.
+    pub relay: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DkimInfo {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryInfo {
+    pub starttls: String,
+    pub rate_per_minute: Option<u32>,
+    pub retry_seconds: Vec<u64>,
+    /// Domain to `host:port`, both the scenario's routes and the simulator's.
+    pub routes: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsInfo {
+    pub zones: Vec<PathBuf>,
+    pub nameservers: Vec<SocketAddr>,
+    /// The in-process server that answered the zones, when there were any.
+    pub local_server: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimulatorInfo {
+    pub address: SocketAddr,
+    pub hostname: String,
+    /// The Maildir root the simulator delivered into.
+    pub maildir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextInfo {
+    pub remediation: Vec<String>,
+    pub current_rate_limit: Option<String>,
+    pub contact: Option<String>,
+    pub ticket: Option<String>,
+    pub notes: Vec<String>,
+}
+
+/// One planned message and what became of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub sequence: u32,
+    pub stream: String,
+    pub role: Role,
+    pub path: String,
+    pub pool: String,
+    pub seed: String,
+    /// The tracking token, also in the `X-Mailcanary-Token` header and the
+    /// Message-ID, by which the delivered copy is found.
+    pub token: Option<String>,
+    pub message_id: Option<String>,
+    pub size: Option<u64>,
+    /// `d=` and `s=` of each DKIM signature added, as `domain/selector`.
+    pub signatures: Vec<String>,
+    /// Numbers of this message's attempts, in order.
+    pub attempts: Vec<u32>,
+    /// The last attempt's outcome; `None` when the message was never sent.
+    pub outcome: Option<Outcome>,
+    /// Accepted after at least one deferred or failed attempt.
+    pub cleared_after_retry: bool,
+    /// Why the message could not be composed or signed, if it could not.
+    pub error: Option<String>,
+}
+
+/// One SMTP attempt for one message on one path.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1-based, in the order attempts started.
+    pub number: u32,
+    pub sequence: u32,
+    /// 1 for the first try, 2 for the first retry, and so on.
+    pub try_number: u32,
+    pub stream: String,
+    pub role: Role,
+    pub path: String,
+    pub pool: String,
+    pub source_ip: Option<IpAddr>,
+    pub helo: String,
+    pub seed: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub outcome: Outcome,
+    /// The reply that decided the outcome, repeated from the transaction.
+    pub reply: Option<Reply>,
+    pub failure: Option<Failure>,
+    /// Every connection made for this attempt: MX hosts that could not be
+    /// reached first, then the one that answered.
+    pub transactions: Vec<Transaction>,
+    /// The transcript file, relative to the run directory.
+    pub transcript: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub planned: u32,
+    pub attempts: u32,
+    pub accepted: u32,
+    pub deferred: u32,
+    pub rejected: u32,
+    pub failed: u32,
+    pub not_sent: u32,
+    pub cleared_after_retry: u32,
+}
+
+impl Totals {
+    /// Counts messages by their final outcome.
+    pub fn from_messages(messages: &[MessageRecord], attempts: usize) -> Totals {
+        let mut totals = Totals { planned: messages.len() as u32, attempts: attempts as u32, ..Totals::default() };
+        for message in messages {
+            match message.outcome {
+                Some(Outcome::Accepted) => totals.accepted += 1,
+                Some(Outcome::Deferred) => totals.deferred += 1,
+                Some(Outcome::Rejected) => totals.rejected += 1,
+                Some(Outcome::Failed) => totals.failed += 1,
+                None => totals.not_sent += 1,
+            }
+            if message.cleared_after_retry {
+                totals.cleared_after_retry += 1;
+            }
+        }
+        totals
+    }
+}

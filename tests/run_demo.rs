@@ -1,0 +1,296 @@
+//! `mailcanary run` end to end: the demo scenario against the in-process
+//! simulator, and scenarios routed to scripted SMTP servers that misbehave.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/demo.toml");
+const KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/keys/demo-rsa.test-key.pem");
+
+fn run(scenario: &Path, runs_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+        .arg("run")
+        .arg("--runs-dir")
+        .arg(runs_dir)
+        .arg(scenario)
+        .output()
+        .expect("run mailcanary")
+}
+
+/// Returns the only directory under `runs_dir`, failing if there are more.
+fn only_run_directory(runs_dir: &Path) -> PathBuf {
+    let entries: Vec<PathBuf> = std::fs::read_dir(runs_dir)
+        .expect("runs directory exists")
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    assert_eq!(entries.len(), 1, "exactly one run directory, found {entries:?}");
+    entries.into_iter().next().unwrap()
+}
+
+fn read_record(directory: &Path) -> Value {
+    let text = std::fs::read_to_string(directory.join("run.json")).expect("run.json exists");
+    serde_json::from_str(&text).expect("run.json is JSON")
+}
+
+fn attempts_of<'a>(record: &'a Value, path: &str) -> Vec<&'a Value> {
+    record["attempts"].as_array().expect("attempts").iter().filter(|attempt| attempt["path"] == path).collect()
+}
+
+/// Files in a Maildir folder's `new/`.
+fn delivered(folder: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(folder.join("new")) {
+        Ok(entries) => entries.map(|entry| entry.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn demo_run_records_every_attempt() {
+    let runs = tempfile::tempdir().unwrap();
+    let output = run(Path::new(DEMO), runs.path());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+
+    let directory = only_run_directory(runs.path());
+    let record = read_record(&directory);
+    assert_eq!(record["totals"]["planned"], 8);
+
+    for attempt in record["attempts"].as_array().unwrap() {
+        for field in ["path", "pool", "source_ip", "helo", "seed", "stream", "outcome", "started_at"] {
+            assert!(!attempt[field].is_null(), "attempt {} lacks {field}", attempt["number"]);
+        }
+        let transcript = directory.join(attempt["transcript"].as_str().unwrap());
+        assert!(transcript.is_file(), "transcript {} exists", transcript.display());
+        for transaction in attempt["transactions"].as_array().unwrap() {
+            for exchange in transaction["exchanges"].as_array().unwrap() {
+                if let Some(reply) = exchange["reply"].as_object() {
+                    assert!(!reply["lines"].as_array().unwrap().is_empty(), "a recorded reply keeps its raw lines");
+                    assert!(exchange["replied_at"].as_str().unwrap().ends_with('Z'), "times are UTC");
+                }
+            }
+        }
+    }
+
+    // b-10 is accepted on its first try.
+    let accepted = attempts_of(&record, "b-10");
+    assert_eq!(accepted.len(), 4);
+    for attempt in &accepted {
+        assert_eq!(attempt["outcome"], "accepted");
+        assert_eq!(attempt["source_ip"], "127.0.0.10");
+        assert_eq!(attempt["pool"], "pool-b");
+        assert_eq!(attempt["helo"], "mta10.news.example.com");
+    }
+
+    // b-11 is deferred with Proofpoint's reply naming its own source IP, on
+    // the first try and on the retry.
+    let deferred = attempts_of(&record, "b-11");
+    assert_eq!(deferred.len(), 8, "4 messages, each tried twice");
+    for attempt in &deferred {
+        assert_eq!(attempt["outcome"], "deferred");
+        let reply = &attempt["reply"];
+        assert_eq!(reply["code"], 421);
+        let line = reply["lines"][0].as_str().unwrap();
+        assert_eq!(line, "421 Deferred - please refer to https://ipcheck.proofpoint.com/?ip=127.0.0.11");
+    }
+    let retries = deferred.iter().filter(|attempt| attempt["try_number"] == 2).count();
+    assert_eq!(retries, 4);
+
+    // The accepted copies are in the simulator's Maildir, authenticated.
+    for seed in ["pp-seed-1@customer-a.example.net", "pp-seed-2@customer-a.example.net"] {
+        let folder = directory.join("simulator/maildir").join(seed);
+        let copies = delivered(&folder);
+        assert_eq!(copies.len(), 2, "control and bulk copies for {seed}");
+        for copy in copies {
+            let text = std::fs::read_to_string(&copy).unwrap();
+            let header = text
+                .lines()
+                .find(|line| line.starts_with("Authentication-Results:"))
+                .expect("an Authentication-Results header");
+            let unfolded: String = text[text.find(header).unwrap()..]
+                .lines()
+                .take_while(|line| line.starts_with("Authentication-Results:") || line.starts_with([' ', '\t']))
+                .collect::<Vec<_>>()
+                .join(" ");
+            assert!(unfolded.contains("mx1.customer-a.example.net"), "authserv-id in {unfolded}");
+            assert!(unfolded.contains("spf=pass"), "spf=pass in {unfolded}");
+            assert!(unfolded.contains("dkim=pass"), "dkim=pass in {unfolded}");
+            assert!(unfolded.contains("dmarc=pass"), "dmarc=pass in {unfolded}");
+            assert!(text.contains("X-Mailcanary-Token: mc"), "tracking header kept");
+        }
+    }
+
+    // The journal has a start and a finish line for every attempt.
+    let journal = std::fs::read_to_string(directory.join("events.jsonl")).unwrap();
+    let starts = journal.lines().filter(|line| line.contains("\"send-started\"")).count();
+    let finishes = journal.lines().filter(|line| line.contains("\"send-finished\"")).count();
+    assert_eq!(starts, 12);
+    assert_eq!(finishes, 12);
+
+    assert!(stdout.contains("ipcheck.proofpoint.com/?ip=127.0.0.11"), "summary shows the deferral: {stdout}");
+}
+
+/// A scripted SMTP server on 127.0.0.1: answers each client line with the
+/// next scripted reply, the first one being the greeting. `None` closes the
+/// connection at that point.
+fn scripted_server(script: Vec<Option<&'static str>>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        serve_script(stream, script)
+    });
+    (port, handle)
+}
+
+fn serve_script(mut stream: TcpStream, script: Vec<Option<&'static str>>) -> Vec<String> {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut received = Vec::new();
+    let mut in_data = false;
+    for (index, step) in script.into_iter().enumerate() {
+        if index > 0 {
+            // Read one command, or a whole message after DATA.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return received;
+                }
+                received.push(line.trim_end().to_string());
+                if !in_data || line == ".\r\n" {
+                    break;
+                }
+            }
+            in_data = received.last().is_some_and(|line| line.eq_ignore_ascii_case("DATA"));
+        }
+        match step {
+            Some(reply) => stream.write_all(reply.as_bytes()).unwrap(),
+            None => return received,
+        }
+    }
+    received
+}
+
+fn routed_scenario(directory: &Path, port: u16, extra: &str) -> PathBuf {
+    std::fs::copy(KEY, directory.join("key.pem")).unwrap();
+    let text = format!(
+        r#"[scenario]
+name = "scripted"
+
+[sender]
+from = "Control <control@news.example.com>"
+mail_from = "bounces@news.example.com"
+
+[[dkim]]
+domain = "news.example.com"
+selector = "rsa2026"
+private_key = "key.pem"
+
+[[path]]
+name = "p1"
+source_ip = "127.0.0.1"
+helo = "mta1.news.example.com"
+
+[[seed]]
+address = "seed@customer-b.example.net"
+
+[[stream]]
+name = "control"
+role = "control"
+paths = ["p1"]
+subject = "Control {{run_id}}"
+body = "Plain control message."
+
+[delivery]
+rate_per_minute = 0
+routes = {{ "customer-b.example.net" = "127.0.0.1:{port}" }}
+{extra}
+"#
+    );
+    let file = directory.join("scenario.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn greeting_deferral_is_recorded_without_quit() {
+    let directory = tempfile::tempdir().unwrap();
+    let (port, server) = scripted_server(vec![Some("421 4.7.0 mx.customer-b.example.net Deferred - please refer to https://ipcheck.proofpoint.com/?ip=127.0.0.1\r\n")]);
+    let scenario = routed_scenario(directory.path(), port, "");
+    let output = run(&scenario, &directory.path().join("runs"));
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let received = server.join().unwrap();
+    assert!(received.is_empty(), "nothing is sent after a 421 greeting, got {received:?}");
+
+    let record = read_record(&only_run_directory(&directory.path().join("runs")));
+    let attempt = &record["attempts"][0];
+    assert_eq!(attempt["outcome"], "deferred");
+    assert_eq!(attempt["reply"]["enhanced"], "4.7.0");
+    assert_eq!(attempt["transactions"][0]["exchanges"][1]["step"], "greeting");
+}
+
+#[test]
+fn drop_mid_data_is_a_failure() {
+    let directory = tempfile::tempdir().unwrap();
+    let (port, server) = scripted_server(vec![
+        Some("220 mx.customer-b.example.net ESMTP\r\n"),
+        Some("250-mx.customer-b.example.net\r\n250 8BITMIME\r\n"),
+        Some("250 2.1.0 Ok\r\n"),
+        Some("250 2.1.5 Ok\r\n"),
+        Some("354 End data with <CR><LF>.<CR><LF>\r\n"),
+        None,
+    ]);
+    let scenario = routed_scenario(directory.path(), port, "");
+    let output = run(&scenario, &directory.path().join("runs"));
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    server.join().unwrap();
+
+    let record = read_record(&only_run_directory(&directory.path().join("runs")));
+    let attempt = &record["attempts"][0];
+    assert_eq!(attempt["outcome"], "failed");
+    assert_eq!(attempt["failure"]["kind"], "connection-dropped");
+    assert_eq!(attempt["failure"]["step"], "end-of-data");
+}
+
+#[test]
+fn multiline_rcpt_deferral_keeps_every_line() {
+    let directory = tempfile::tempdir().unwrap();
+    let (port, server) = scripted_server(vec![
+        Some("220 mx.customer-b.example.net ESMTP\r\n"),
+        Some("250-mx.customer-b.example.net\r\n250 ENHANCEDSTATUSCODES\r\n"),
+        Some("250 2.1.0 Ok\r\n"),
+        Some("451-4.7.650 The mail server [127.0.0.1] has been temporarily rate limited\r\n451 4.7.650 due to IP reputation. (S3113)\r\n"),
+        Some("221 2.0.0 Bye\r\n"),
+    ]);
+    let scenario = routed_scenario(directory.path(), port, "");
+    let output = run(&scenario, &directory.path().join("runs"));
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let received = server.join().unwrap();
+    assert_eq!(received.last().map(String::as_str), Some("QUIT"), "QUIT follows a 4xx at RCPT");
+
+    let record = read_record(&only_run_directory(&directory.path().join("runs")));
+    let reply = &record["attempts"][0]["reply"];
+    assert_eq!(reply["code"], 451);
+    assert_eq!(reply["enhanced"], "4.7.650");
+    assert_eq!(reply["lines"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn unbindable_source_ip_names_the_address() {
+    let directory = tempfile::tempdir().unwrap();
+    let (port, _server) = scripted_server(vec![Some("220 unused\r\n")]);
+    let scenario = routed_scenario(directory.path(), port, "");
+    let text = std::fs::read_to_string(&scenario).unwrap().replace("\"127.0.0.1\"\nhelo", "\"192.0.2.10\"\nhelo");
+    std::fs::write(&scenario, text).unwrap();
+    let output = run(&scenario, &directory.path().join("runs"));
+    assert_eq!(output.status.code(), Some(0));
+    let record = read_record(&only_run_directory(&directory.path().join("runs")));
+    let attempt = &record["attempts"][0];
+    assert_eq!(attempt["outcome"], "failed");
+    assert_eq!(attempt["failure"]["kind"], "bind");
+    assert_eq!(attempt["failure"]["source_ip"], "192.0.2.10");
+    assert_eq!(record["attempts"].as_array().unwrap().len(), 1, "a bind failure is not retried");
+}
