@@ -38,8 +38,20 @@ enum Command {
     Run(RunArgs),
     /// Validate a scenario and print its plan without sending anything.
     Check(CheckArgs),
+    /// Re-evaluate a saved run's checkpoint without sending anything.
+    Gate(GateArgs),
     /// Run the gateway simulator as a standalone SMTP receiver.
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct GateArgs {
+    /// The run directory (the one holding run.json).
+    run_dir: PathBuf,
+
+    /// Apply this scenario's [gate] thresholds instead of the recorded ones.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +136,23 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
             };
             let result = crate::run::run(scenario, &options).await?;
             print!("{}", crate::run::summary::render(&result.record, &result.directory));
-            Ok(ExitStatus::Healthy)
+            let verdict = result.record.verdict.as_ref().expect("run evaluates every completed run");
+            print!("\n{}", crate::gate::render(verdict));
+            Ok(verdict.checkpoint.exit_status())
+        }
+        Command::Gate(args) => {
+            let record = crate::run::load_record(&args.run_dir)?;
+            let gate = match &args.scenario {
+                Some(file) => Scenario::load(file)?.gate,
+                None => match &record.verdict {
+                    Some(verdict) => verdict.gate.clone(),
+                    None => crate::scenario::Gate::default(),
+                },
+            };
+            let verdict = crate::gate::evaluate(&record, &gate);
+            println!("run {} ({})", record.run_id, record.scenario.name);
+            print!("{}", crate::gate::render(&verdict));
+            Ok(verdict.checkpoint.exit_status())
         }
         Command::Sim(args) => {
             crate::sim::run_standalone(&args.policy, args.listen, &args.maildir).await?;

@@ -5,15 +5,19 @@
 //! record under `runs/<id>/`. The gateway simulator (`sim`) is the embedded
 //! receiver that lets the whole job run on loopback.
 
+pub mod auth;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod dns;
 pub mod error;
 pub mod exit;
+pub mod gate;
 pub mod message;
 pub mod plan;
 pub mod run;
 pub mod scenario;
 pub mod sim;
 pub mod smtp;
+pub mod verify;
 

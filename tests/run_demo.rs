@@ -54,7 +54,8 @@ fn demo_run_records_every_attempt() {
     let output = run(Path::new(DEMO), runs.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // One path of the pool is deferred and the other accepted: warning.
+    assert_eq!(output.status.code(), Some(3), "stdout:\n{stdout}\nstderr:\n{stderr}");
 
     let directory = only_run_directory(runs.path());
     let record = read_record(&directory);
@@ -221,7 +222,8 @@ fn greeting_deferral_is_recorded_without_quit() {
     let (port, server) = scripted_server(vec![Some("421 4.7.0 mx.customer-b.example.net Deferred - please refer to https://ipcheck.proofpoint.com/?ip=127.0.0.1\r\n")]);
     let scenario = routed_scenario(directory.path(), port, "");
     let output = run(&scenario, &directory.path().join("runs"));
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    // The only control message is refused on the only path: critical.
+    assert_eq!(output.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let received = server.join().unwrap();
     assert!(received.is_empty(), "nothing is sent after a 421 greeting, got {received:?}");
 
@@ -245,7 +247,8 @@ fn drop_mid_data_is_a_failure() {
     ]);
     let scenario = routed_scenario(directory.path(), port, "");
     let output = run(&scenario, &directory.path().join("runs"));
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    // The only control message is refused on the only path: critical.
+    assert_eq!(output.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     server.join().unwrap();
 
     let record = read_record(&only_run_directory(&directory.path().join("runs")));
@@ -267,7 +270,8 @@ fn multiline_rcpt_deferral_keeps_every_line() {
     ]);
     let scenario = routed_scenario(directory.path(), port, "");
     let output = run(&scenario, &directory.path().join("runs"));
-    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    // The only control message is refused on the only path: critical.
+    assert_eq!(output.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let received = server.join().unwrap();
     assert_eq!(received.last().map(String::as_str), Some("QUIT"), "QUIT follows a 4xx at RCPT");
 
@@ -286,7 +290,7 @@ fn unbindable_source_ip_names_the_address() {
     let text = std::fs::read_to_string(&scenario).unwrap().replace("\"127.0.0.1\"\nhelo", "\"192.0.2.10\"\nhelo");
     std::fs::write(&scenario, text).unwrap();
     let output = run(&scenario, &directory.path().join("runs"));
-    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(4));
     let record = read_record(&only_run_directory(&directory.path().join("runs")));
     let attempt = &record["attempts"][0];
     assert_eq!(attempt["outcome"], "failed");

@@ -3,6 +3,7 @@
 //! run directory.
 
 pub mod artifacts;
+mod collect;
 pub mod record;
 mod send;
 pub mod summary;
@@ -127,16 +128,34 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
         }
         None => None,
     };
+    let collected = if interrupted {
+        collect::Collected { copies: Vec::new(), errors: Default::default() }
+    } else {
+        let simulator_maildir = simulator.as_ref().map(|info| (info.maildir.as_path(), info.hostname.as_str()));
+        collect::collect_and_verify(&scenario, &directory.path, simulator_maildir, &dns, &mut recorder.messages).await?
+    };
+
     let finished_at = Utc::now();
     directory.journal(&JournalEvent::RunFinished { at: finished_at, interrupted })?;
 
-    let record = build_record(&scenario, &directory.id, plan, recorder, started_at, finished_at, interrupted, &dns, routes, simulator);
+    let mut record = build_record(&scenario, &directory.id, plan, recorder, started_at, finished_at, interrupted, &dns, routes, simulator);
+    record.copies = collected.copies;
+    record.collection_errors = collected.errors;
+    record.verdict = Some(crate::gate::evaluate(&record, &scenario.gate));
     directory.write_record(&record)?;
     tracing::info!(run = %directory.id, "run finished");
     if interrupted {
         return Err(Error::Run(format!("the run was interrupted; what was recorded is in {}", directory.path.display())));
     }
     Ok(RunResult { directory: directory.path, record })
+}
+
+/// Reads `run.json` from a run directory.
+pub fn load_record(run_directory: &std::path::Path) -> Result<RunRecord, Error> {
+    let path = run_directory.join("run.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|error| Error::Usage(format!("cannot read {}: {error}; give the run directory that holds run.json", path.display())))?;
+    serde_json::from_str(&text).map_err(|error| Error::Usage(format!("{} is not a mailcanary run record: {error}", path.display())))
 }
 
 /// Collects events into message and attempt records, writing the journal
@@ -166,6 +185,7 @@ impl Recorder {
                 attempts: Vec::new(),
                 outcome: None,
                 cleared_after_retry: false,
+                placement: None,
                 error: None,
             })
             .collect();
@@ -314,6 +334,10 @@ fn build_record(
         messages: recorder.messages,
         attempts: recorder.attempts,
         totals,
+        seed_providers: Default::default(),
+        copies: Vec::new(),
+        collection_errors: Default::default(),
+        verdict: None,
         context: ContextInfo {
             remediation: scenario.context.remediation.clone(),
             current_rate_limit: scenario.context.current_rate_limit.clone(),

@@ -2,13 +2,17 @@
 //! transcript, and every message with its final outcome. `gate` and `report`
 //! read it back, so every field is plain data.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::collect::Placement;
+use crate::gate::Verdict;
 use crate::plan::PlannedMessage;
+use crate::verify::CopyVerdicts;
 use crate::scenario::Role;
 use crate::smtp::record::{Failure, Outcome, Reply, Transaction};
 
@@ -37,7 +41,33 @@ pub struct RunRecord {
     pub messages: Vec<MessageRecord>,
     pub attempts: Vec<AttemptRecord>,
     pub totals: Totals,
+    /// Seed domain to the provider behind it, from its MX hosts and from
+    /// the wording of the replies its servers sent.
+    pub seed_providers: BTreeMap<String, String>,
+    /// Every delivered copy found, with the verdicts read from it.
+    pub copies: Vec<CopyRecord>,
+    /// Mailboxes that could not be read, with the error.
+    pub collection_errors: BTreeMap<String, String>,
+    /// The checkpoint as `run` evaluated it; `gate` recomputes it.
+    pub verdict: Option<Verdict>,
     pub context: ContextInfo,
+}
+
+/// One delivered copy found in a seed mailbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyRecord {
+    pub sequence: u32,
+    pub token: String,
+    pub mailbox: String,
+    pub folder: String,
+    pub placement: Placement,
+    /// Where the copy was read: a Maildir file or an IMAP folder and UID.
+    pub location: String,
+    /// The copy saved in the run directory, relative to it.
+    pub saved_as: PathBuf,
+    pub found_at: DateTime<Utc>,
+    pub size: u64,
+    pub verdicts: Option<CopyVerdicts>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +158,9 @@ pub struct MessageRecord {
     pub outcome: Option<Outcome>,
     /// Accepted after at least one deferred or failed attempt.
     pub cleared_after_retry: bool,
+    /// Where the delivered copy landed; `None` when the seed has no mailbox
+    /// to read or the message was not accepted.
+    pub placement: Option<Placement>,
     /// Why the message could not be composed or signed, if it could not.
     pub error: Option<String>,
 }
@@ -153,6 +186,10 @@ pub struct AttemptRecord {
     /// The reply that decided the outcome, repeated from the transaction.
     pub reply: Option<Reply>,
     pub failure: Option<Failure>,
+    /// The reason word of the decisive reply's classification.
+    pub reason: Option<String>,
+    /// Set when the reply names another IP than the path's source IP.
+    pub ip_mismatch: Option<String>,
     /// Every connection made for this attempt: MX hosts that could not be
     /// reached first, then the one that answered.
     pub transactions: Vec<Transaction>,

@@ -245,6 +245,8 @@ impl Sender {
             outcome,
             reply,
             failure,
+            reason: None,
+            ip_mismatch: None,
             transactions,
             transcript: Default::default(),
         }

@@ -43,7 +43,78 @@ pub struct Scenario {
     pub delivery: Delivery,
     pub dns: DnsSettings,
     pub simulator: Option<SimConfig>,
+    pub collect: Collect,
+    pub gate: Gate,
     pub context: Context,
+}
+
+/// How long to look for delivered copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Collect {
+    #[serde(with = "crate::config::duration_seconds")]
+    pub timeout: Duration,
+    #[serde(with = "crate::config::duration_seconds")]
+    pub poll_interval: Duration,
+}
+
+impl Default for Collect {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(120), poll_interval: Duration::from_secs(2) }
+    }
+}
+
+/// An authentication method the gate can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    Spf,
+    Dkim,
+    Dmarc,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Spf => "spf",
+            AuthMethod::Dkim => "dkim",
+            AuthMethod::Dmarc => "dmarc",
+        }
+    }
+}
+
+/// The thresholds of the checkpoint. `gate` can re-evaluate a saved run
+/// with another scenario's gate, so the values are recorded with the run.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Gate {
+    /// Methods that must pass for control copies, at the receiver and in
+    /// the own check.
+    pub require_auth: Vec<AuthMethod>,
+    /// Control copies must land in the inbox.
+    pub require_inbox: bool,
+    /// Share of control messages (0 to 1) that may end deferred or rejected
+    /// before the checkpoint leaves healthy.
+    pub max_control_deferral_rate: f64,
+    /// Share of bulk messages that may end deferred or rejected while
+    /// control passes before the checkpoint is warning.
+    pub max_bulk_deferral_rate: f64,
+    /// Distinct seeds of one provider whose control messages must all be
+    /// refused, over every path to it, for the checkpoint to be critical.
+    pub critical_min_seeds: u32,
+    /// A deferral that cleared on retry still counts as healthy.
+    pub allow_cleared_deferrals: bool,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            require_auth: vec![AuthMethod::Spf, AuthMethod::Dkim, AuthMethod::Dmarc],
+            require_inbox: true,
+            max_control_deferral_rate: 0.0,
+            max_bulk_deferral_rate: 0.0,
+            critical_min_seeds: 2,
+            allow_cleared_deferrals: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

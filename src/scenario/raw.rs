@@ -32,7 +32,29 @@ pub struct ScenarioToml {
     pub dns: Option<DnsToml>,
     pub simulator: Option<Spanned<SimulatorToml>>,
     #[serde(default)]
+    pub collect: CollectTable,
+    #[serde(default)]
+    pub gate: GateTable,
+    #[serde(default)]
     pub context: ContextTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectTable {
+    pub timeout: Option<Text>,
+    pub poll_interval: Option<Text>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateTable {
+    pub require_auth: Option<Vec<Text>>,
+    pub require_inbox: Option<bool>,
+    pub max_control_deferral_rate: Option<Spanned<f64>>,
+    pub max_bulk_deferral_rate: Option<Spanned<f64>>,
+    pub critical_min_seeds: Option<Spanned<i64>>,
+    pub allow_cleared_deferrals: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

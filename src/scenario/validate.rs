@@ -132,6 +132,9 @@ pub(super) fn validate(source: &SourceFile, raw: ScenarioToml) -> Result<Scenari
         }
     });
 
+    let collect = check_collect(&mut checker, &raw.collect);
+    let gate = check_gate(&mut checker, &raw.gate);
+
     if !checker.errors.is_empty() {
         return Err(source.diagnostics(checker.errors));
     }
@@ -158,6 +161,8 @@ pub(super) fn validate(source: &SourceFile, raw: ScenarioToml) -> Result<Scenari
         delivery,
         dns,
         simulator,
+        collect,
+        gate,
         context,
     })
 }
@@ -663,6 +668,74 @@ fn check_delivery(checker: &mut Checker, table: &raw::DeliveryTable) -> Delivery
         routes,
         timeouts,
     }
+}
+
+fn check_collect(checker: &mut Checker, table: &raw::CollectTable) -> Collect {
+    let mut collect = Collect::default();
+    if let Some(value) = &table.timeout
+        && let Some(timeout) = checker.duration(value, "collect.timeout")
+    {
+        collect.timeout = timeout;
+    }
+    if let Some(value) = &table.poll_interval
+        && let Some(interval) = checker.duration(value, "collect.poll_interval")
+    {
+        if interval.is_zero() {
+            checker.error(value, "collect.poll_interval", "poll_interval must be longer than zero");
+        } else {
+            collect.poll_interval = interval;
+        }
+    }
+    collect
+}
+
+/// Validates the `[gate]` table; exposed so `gate --scenario` can apply
+/// another scenario's thresholds to a saved run.
+fn check_gate(checker: &mut Checker, table: &raw::GateTable) -> Gate {
+    let mut gate = Gate::default();
+    if let Some(methods) = &table.require_auth {
+        gate.require_auth.clear();
+        for (index, method) in methods.iter().enumerate() {
+            let parsed = match method.get_ref().to_ascii_lowercase().as_str() {
+                "spf" => AuthMethod::Spf,
+                "dkim" => AuthMethod::Dkim,
+                "dmarc" => AuthMethod::Dmarc,
+                other => {
+                    checker.error(method, format!("gate.require_auth[{index}]"), format!("invalid method {other:?}; use \"spf\", \"dkim\" or \"dmarc\""));
+                    continue;
+                }
+            };
+            if !gate.require_auth.contains(&parsed) {
+                gate.require_auth.push(parsed);
+            }
+        }
+    }
+    if let Some(require_inbox) = table.require_inbox {
+        gate.require_inbox = require_inbox;
+    }
+    for (value, key, slot) in [
+        (&table.max_control_deferral_rate, "gate.max_control_deferral_rate", &mut gate.max_control_deferral_rate),
+        (&table.max_bulk_deferral_rate, "gate.max_bulk_deferral_rate", &mut gate.max_bulk_deferral_rate),
+    ] {
+        if let Some(value) = value {
+            let rate = *value.get_ref();
+            if (0.0..=1.0).contains(&rate) {
+                *slot = rate;
+            } else {
+                checker.error(value, key, format!("{rate} is not a share; write a number from 0.0 to 1.0, such as 0.1 for 10 %"));
+            }
+        }
+    }
+    if let Some(value) = &table.critical_min_seeds {
+        match u32::try_from(*value.get_ref()) {
+            Ok(seeds) if seeds >= 1 => gate.critical_min_seeds = seeds,
+            _ => checker.error(value, "gate.critical_min_seeds", "critical_min_seeds must be a whole number of at least 1"),
+        }
+    }
+    if let Some(allow) = table.allow_cleared_deferrals {
+        gate.allow_cleared_deferrals = allow;
+    }
+    gate
 }
 
 /// Reads every `CERTIFICATE` block of a PEM file as DER.

@@ -120,14 +120,14 @@ pub(crate) async fn authenticate(
     Authentication { header: results.to_header(), summary }
 }
 
-/// The Return-Path header that the final delivery adds (RFC 5321 section
-/// 4.4), from the reverse path.
+/// Formats the Return-Path header that the final delivery adds (RFC 5321
+/// section 4.4) from the reverse path.
 pub(crate) fn return_path(mail_from: &str) -> String {
     format!("Return-Path: <{mail_from}>\r\n")
 }
 
-/// The Received header for a delivered copy (RFC 5321 section 4.4), with the
-/// protocol keywords of RFC 3848 (SMTP, ESMTP, ESMTPS). `for` names the
+/// Formats the Received header of a delivered copy (RFC 5321 section 4.4)
+/// with the protocol keywords of RFC 3848 (SMTP, ESMTP, ESMTPS). `for` names the
 /// recipient only when there is one, so one copy does not reveal the others.
 pub(crate) fn received(
     envelope: Envelope<'_>,

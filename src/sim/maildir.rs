@@ -28,7 +28,7 @@ pub(crate) struct MaildirRoot {
 }
 
 impl MaildirRoot {
-    /// `hostname` stands in for the machine's name in unique file names.
+    /// Uses `hostname` in place of the machine's name in unique file names.
     pub(crate) fn new(root: PathBuf, hostname: &str) -> Self {
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
         Self { root, host }
@@ -38,8 +38,8 @@ impl MaildirRoot {
         &self.root
     }
 
-    /// The Maildir of one recipient. The caller has checked that `address`
-    /// contains no path separator.
+    /// Returns the Maildir of one recipient. The caller has checked that
+    /// `address` contains no path separator.
     pub(crate) fn mailbox(&self, address: &str) -> PathBuf {
         self.root.join(address)
     }

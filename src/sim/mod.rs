@@ -6,7 +6,7 @@
 //! middle of DATA. What it accepts is authenticated with mail-auth (SPF, DKIM,
 //! DMARC, optionally iprev), stamped with Received and Authentication-Results
 //! headers, and delivered into one Maildir per recipient, into `.Junk` when
-//! the rule or the DMARC result says so.
+//! the rule sets `folder = "junk"` or DMARC fails.
 //!
 //! A scenario starts it in process with [`start`]; `mailcanary sim` runs it
 //! alone from a policy file with [`run_standalone`].

@@ -23,15 +23,16 @@ pub const DEFAULT_HOSTNAME: &str = "mx.sim.mailcanary.test";
 /// 25 MiB, the size limit when the policy sets none.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
 
-/// RFC 5321 section 4.5.3.2.7 asks servers to wait at least 5 minutes for
-/// the next command.
+/// RFC 5321 section 4.5.3.2.7 sets the server's timeout for the next
+/// command to at least 5 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Protocol errors (500, 501, 502, 503) a session may make before the
 /// simulator closes it with 421.
 pub const DEFAULT_MAX_ERRORS: u32 = 10;
 
-/// Connections served at once; more are answered with 421 and closed.
+/// Connections served at once; a connection over the limit gets 421 and is
+/// closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
 
 /// Octets of message content a `drop` rule reads before it closes the
@@ -54,7 +55,7 @@ pub struct SimulatorToml {
     pub hostname: Option<Spanned<String>>,
     /// Recipient domains accepted. In a scenario it defaults to the domains
     /// of the seeds; a standalone policy file must list them. RCPT TO for any
-    /// other domain is answered `550 5.7.1 relaying denied`.
+    /// other domain gets `550 5.7.1 relaying denied`.
     pub domains: Option<Vec<Spanned<String>>>,
     /// Largest message accepted, in bytes, advertised as EHLO SIZE.
     /// Defaults to 26214400 (25 MiB).
@@ -72,8 +73,8 @@ pub struct SimulatorToml {
     /// Protocol errors a session may make before it is closed with 421.
     /// Defaults to 10.
     pub max_errors: Option<Spanned<u32>>,
-    /// Connections served at once; a connection over the limit is answered
-    /// 421 and closed. Defaults to 100.
+    /// Connections served at once; a connection over the limit gets 421
+    /// and is closed. Defaults to 100.
     pub max_connections: Option<Spanned<u32>>,
     /// Action for clients that no rule matches: `accept`, `defer`,
     /// `reject` or `drop`, with the built-in reply of that action. Defaults
@@ -106,7 +107,7 @@ pub struct RuleToml {
     /// `defer-after` need a 4xx reply, `reject` a 5xx reply and `accept` a
     /// 2xx reply, which replaces the final `250 2.0.0 Ok: queued as …`.
     pub reply: Option<Spanned<String>>,
-    /// Where a `defer`, `reject` or `defer-after` reply is sent: `greeting`,
+    /// Stage at which a `defer`, `reject` or `defer-after` reply is sent: `greeting`,
     /// `ehlo`, `mail`, `rcpt`, `data` or `end-of-data`. Defaults to the
     /// preset's own stage, or `rcpt` for a literal or built-in reply.
     pub stage: Option<Spanned<String>>,
@@ -169,7 +170,7 @@ pub enum Folder {
     Junk,
 }
 
-/// What the simulator does with a client's sessions.
+/// The treatment of a client's sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Accepts every message into `folder`; `reply` replaces the final 250.
@@ -214,8 +215,8 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// A policy that accepts mail for `domains` from every client, on a free
-    /// loopback port, with every other setting at its default.
+    /// Builds a policy that accepts mail for `domains` from every client, on
+    /// a free loopback port, with every other setting at its default.
     pub fn accept_all(domains: Vec<String>) -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
@@ -430,7 +431,8 @@ fn default_action(name: &str) -> Option<Action> {
     }
 }
 
-/// The reply of a `defer`, `reject` or `defer-after` rule without a `reply` key.
+/// Builds the reply of a `defer`, `reject` or `defer-after` rule without a
+/// `reply` key.
 fn builtin_reply(action: &str, stage: Stage) -> Reply {
     match (action, stage) {
         // RFC 5321 section 3.1 names 554 as the refusal in a greeting.

@@ -102,7 +102,7 @@ pub fn find(name: &str) -> Option<&'static Preset> {
     PRESETS.iter().find(|preset| preset.name == name)
 }
 
-/// The names of all presets, comma-separated, for error messages.
+/// Lists the names of all presets, comma-separated, for error messages.
 pub fn names() -> String {
     PRESETS.iter().map(|preset| preset.name).collect::<Vec<_>>().join(", ")
 }

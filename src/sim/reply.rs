@@ -11,7 +11,7 @@ pub const PLACEHOLDERS: &[&str] = &["ip", "hostname", "queue_id"];
 /// RFC 5321 section 4.5.3.1.5: a reply line, code and CRLF included.
 pub const MAX_REPLY_LINE_OCTETS: usize = 512;
 
-/// Longest text of `{ip}` (an IPv6 address) and `{queue_id}`.
+/// Maximum length of `{ip}` (an IPv6 address) and of `{queue_id}`.
 const IP_MAX_OCTETS: usize = 39;
 const QUEUE_ID_OCTETS: usize = 10;
 
@@ -111,8 +111,9 @@ impl Reply {
         self.code == 421
     }
 
-    /// The longest wire line this reply can produce once its placeholders
-    /// are filled for a simulator named `hostname`, code and CRLF included.
+    /// Returns the maximum length of a wire line of this reply once its
+    /// placeholders are filled for a simulator named `hostname`, code and
+    /// CRLF included.
     pub fn longest_line_octets(&self, hostname: &str) -> usize {
         self.lines
             .iter()
@@ -213,7 +214,7 @@ fn check_line(line: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The names between braces in a line, such as `ip` in `[{ip}]`.
+/// Iterates over the names between braces in a line, such as `ip` in `[{ip}]`.
 fn placeholders(line: &str) -> impl Iterator<Item = &str> {
     let mut rest = line;
     std::iter::from_fn(move || {

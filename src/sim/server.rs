@@ -1,5 +1,6 @@
 //! The simulator's listener: one task per connection, a connection limit,
-//! the record of what each session was answered, and graceful shutdown.
+//! the record of the replies that decided each session, and graceful
+//! shutdown.
 //!
 //! Shutdown follows the usual tokio layout: dropping the broadcast sender
 //! tells every task to stop, and each connection task holds a clone of an
@@ -28,7 +29,8 @@ use super::policy::{Folder, SimConfig, Stage};
 use super::session;
 use super::tls;
 
-/// How a transaction or connection ended, in the terms of an attempt's outcome.
+/// The end of a transaction or connection, in the terms of an attempt's
+/// outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SimOutcome {
@@ -140,13 +142,13 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// The address the simulator listens on, with the port the system chose
-    /// for `:0`.
+    /// Returns the address the simulator listens on, with the port the
+    /// system chose for `:0`.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
-    /// The directory holding one Maildir per recipient.
+    /// Returns the directory that contains one Maildir per recipient.
     pub fn maildir_root(&self) -> &Path {
         self.shared.maildir.path()
     }
@@ -156,8 +158,8 @@ impl SimHandle {
         self.shared.events.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Stops accepting, tells each session to close (a session waiting for
-    /// the client is answered `421 4.3.2`), and waits until all have ended.
+    /// Stops accepting, signals each session to close (a session waiting for
+    /// the client gets `421 4.3.2`), and waits until all have ended.
     pub async fn shutdown(self) {
         let Self { notify_shutdown, mut shutdown_complete, accept_loop, local_addr, .. } = self;
         drop(notify_shutdown);
@@ -172,7 +174,8 @@ impl SimHandle {
 /// Starts the simulator: binds `config.listen`, makes the STARTTLS
 /// certificate, creates `maildir_root` and spawns the accept loop.
 ///
-/// `authenticator` answers the SPF, DKIM and DMARC lookups. Fails when the
+/// The SPF, DKIM and DMARC checks send their DNS queries through
+/// `authenticator`. Fails when the
 /// address cannot be bound, when it is outside loopback without
 /// `allow_non_loopback`, or when the Maildir root cannot be created.
 pub async fn start(
@@ -218,28 +221,24 @@ pub async fn start(
         Arc::clone(&shared),
         limit,
         notify_shutdown.subscribe(),
-        notify_shutdown.clone(),
+        notify_shutdown.downgrade(),
         shutdown_complete_tx,
     ));
 
     Ok(SimHandle { local_addr, shared, notify_shutdown, shutdown_complete, accept_loop })
 }
 
+/// Accepts connections until shutdown. `notify_shutdown` is a weak sender
+/// because any strong sender keeps the channel open, and the channel closing
+/// is the shutdown signal: the loop only subscribes new sessions with it.
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
     mut shutdown: broadcast::Receiver<()>,
-    notify_shutdown: broadcast::Sender<()>,
+    notify_shutdown: broadcast::WeakSender<()>,
     shutdown_complete: mpsc::Sender<()>,
 ) {
-    // Only receivers keep the channel open, so the loop holds a sender for
-    // subscribing new connections and a receiver for its own signal.
-    // Shadowing would keep the strong sender alive until the function
-    // returns, and then `shutdown.recv()` could never see the channel close.
-    let weak_notify = notify_shutdown.downgrade();
-    drop(notify_shutdown);
-    let notify_shutdown = weak_notify;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -273,7 +272,7 @@ async fn accept_loop(
     debug!("accept loop ended");
 }
 
-/// Answers a connection over `max_connections` and closes it.
+/// Replies 421 to a connection over `max_connections` and closes it.
 async fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, hostname: String) {
     debug!(client_ip = %peer.ip(), "too many connections; answering 421");
     let reply = format!("421 4.7.0 {hostname} Too many connections, try again later\r\n");

@@ -18,13 +18,13 @@ use super::reply::{Reply, ReplyContext};
 use super::server::{Shared, Shutdown, SimEvent, SimOutcome};
 
 /// RFC 5321 section 4.5.3.1.6 limits a text line to 1000 octets including
-/// CRLF. The simulator answers 500 5.5.2 only above twice that, so that a
+/// CRLF. The simulator replies 500 5.5.2 only above twice that, so that a
 /// slightly long line from a real MTA does not turn a rehearsal into a
 /// protocol failure.
 const MAX_LINE_OCTETS: usize = 2048;
 
 /// RFC 5321 section 4.5.3.1.8 requires servers to accept at least 100
-/// recipients per transaction; more are answered 452.
+/// recipients per transaction; the simulator replies 452 to more.
 const MAX_RECIPIENTS: usize = 100;
 
 /// A plain TCP stream before STARTTLS, a TLS stream after it.
@@ -33,7 +33,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 type Connection = BufReader<Box<dyn Stream>>;
 
-/// What the command loop does next.
+/// The next step of the command loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
     Continue,
@@ -159,7 +159,8 @@ impl Session {
         Ok(Flow::Continue)
     }
 
-    /// Reads and answers commands until the session closes or starts TLS.
+    /// Reads commands and replies to each until the session closes or
+    /// starts TLS.
     async fn converse(&mut self, connection: &mut Connection, shutdown: &mut Shutdown) -> io::Result<Flow> {
         loop {
             let line = match self.next_line(connection, shutdown).await? {
@@ -190,7 +191,7 @@ impl Session {
         let arguments = arguments.trim();
 
         if self.greeting_refused && verb != "QUIT" {
-            let reply = Reply::new(503, "5.5.1 Error: this session was refused in the greeting; send QUIT");
+            let reply = Reply::new(503, "5.5.1 Error: this session was rejected in the greeting; send QUIT");
             return self.protocol_error(connection, reply).await;
         }
 
@@ -512,7 +513,8 @@ impl Session {
         self.transaction = None;
     }
 
-    /// The policy's reply for this stage, if the client's action refuses here.
+    /// Returns the policy's reply for this stage when the client's action
+    /// refuses the session here.
     fn refusal(&self, stage: Stage) -> Option<Reply> {
         let reply = match &self.action {
             Action::Defer { stage: at, reply } | Action::Reject { stage: at, reply } if *at == stage => reply,
@@ -678,7 +680,7 @@ impl Session {
 }
 
 /// Reads up to and including the next LF. A line over [`MAX_LINE_OCTETS`]
-/// is consumed to its end and reported as too long; end of stream in the
+/// is consumed to its end and reported as too long. End of stream in the
 /// middle of a line counts as closed.
 async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Input> {
     let mut line = Vec::new();
@@ -705,7 +707,8 @@ async fn read_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> io::Result<Input>
     }
 }
 
-/// A random 10-digit hexadecimal id, in the style of Postfix queue ids.
+/// Generates a random 10-digit hexadecimal id, in the style of Postfix
+/// queue ids.
 fn new_queue_id() -> String {
     format!("{:010X}", rand::random::<u64>() & 0xFF_FFFF_FFFF)
 }
@@ -735,7 +738,8 @@ fn parse_path(text: &str) -> Option<(String, &str)> {
     Some((path.to_string(), parameters))
 }
 
-/// A mailbox `local@domain` with printable characters and no spaces.
+/// Checks that `address` is a mailbox `local@domain` with printable
+/// characters and no spaces.
 fn is_address(address: &str) -> bool {
     match address.rsplit_once('@') {
         Some((local, domain)) => {
