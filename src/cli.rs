@@ -40,8 +40,27 @@ enum Command {
     Check(CheckArgs),
     /// Re-evaluate a saved run's checkpoint without sending anything.
     Gate(GateArgs),
+    /// Print the evidence packet of a saved run as Markdown, JSON or JUnit XML.
+    Report(ReportArgs),
     /// Run the gateway simulator as a standalone SMTP receiver.
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The run directory (the one holding run.json).
+    run_dir: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value = "md")]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Md,
+    Json,
+    Junit,
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +172,18 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
             println!("run {} ({})", record.run_id, record.scenario.name);
             print!("{}", crate::gate::render(&verdict));
             Ok(verdict.checkpoint.exit_status())
+        }
+        Command::Report(args) => {
+            let record = crate::run::load_record(&args.run_dir)?;
+            let gate = record.verdict.as_ref().map(|verdict| verdict.gate.clone()).unwrap_or_default();
+            let verdict = crate::gate::evaluate(&record, &gate);
+            let text = match args.format {
+                ReportFormat::Md => crate::report::markdown(&record, &verdict),
+                ReportFormat::Json => crate::report::json(&record, &verdict),
+                ReportFormat::Junit => crate::report::junit(&record, &verdict),
+            };
+            print!("{text}");
+            Ok(ExitStatus::Healthy)
         }
         Command::Sim(args) => {
             crate::sim::run_standalone(&args.policy, args.listen, &args.maildir).await?;

@@ -6,6 +6,7 @@
 //! receiver that lets the whole job run on loopback.
 
 pub mod auth;
+pub mod classify;
 pub mod cli;
 pub mod collect;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod exit;
 pub mod gate;
 pub mod message;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod sim;

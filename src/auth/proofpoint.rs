@@ -48,7 +48,10 @@ pub struct SpamDetails {
 impl SpamDetails {
     /// Returns the value of the first field named `key`.
     pub fn field(&self, key: &str) -> Option<&FieldValue> {
-        self.fields.iter().find(|(name, _)| name == key).map(|(_, value)| value)
+        self.fields
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value)
     }
 
     /// Returns the names of the scores that hold [`NOT_COMPUTED`].
@@ -186,7 +189,11 @@ pub fn proofpoint_hop_kind(received: &Received) -> Option<ProofpointHopKind> {
     if by_proofpoint {
         return Some(ProofpointHopKind::Inbound);
     }
-    let from_proofpoint = is_proofpoint_host(&from) || received.client_host.as_deref().is_some_and(is_proofpoint_host);
+    let from_proofpoint = is_proofpoint_host(&from)
+        || received
+            .client_host
+            .as_deref()
+            .is_some_and(is_proofpoint_host);
     from_proofpoint.then_some(ProofpointHopKind::Outbound)
 }
 
@@ -236,7 +243,11 @@ pub fn parse_proofpoint_headers(headers: &[(String, String)]) -> ProofpointHeade
         if lower == "received" {
             let received = parse_received(value);
             if let Some(kind) = proofpoint_hop_kind(&received) {
-                found.hops.push(ProofpointHop { kind, index, received });
+                found.hops.push(ProofpointHop {
+                    kind,
+                    index,
+                    received,
+                });
             }
             continue;
         }

@@ -55,7 +55,11 @@ impl Received {
     /// UTF8SMTPS, ...), or Gmail's `SMTPS`, or a comment names a TLS version.
     pub fn uses_tls(&self) -> bool {
         let protocol_has_tls = self.with.as_deref().is_some_and(|with| {
-            let protocol = with.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+            let protocol = with
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
             let protocol = protocol.strip_suffix('A').unwrap_or(&protocol);
             protocol.ends_with("SMTPS") || protocol.ends_with("LMTPS")
         });
@@ -69,7 +73,9 @@ impl Received {
             comment
                 .split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | '(' | ')'))
                 .find(|word| {
-                    let rest = word.strip_prefix("TLS").or_else(|| word.strip_prefix("tls"));
+                    let rest = word
+                        .strip_prefix("TLS")
+                        .or_else(|| word.strip_prefix("tls"));
                     rest.is_some_and(|rest| {
                         let rest = rest.trim_start_matches(['v', 'V']);
                         rest.starts_with(|c: char| c.is_ascii_digit())
@@ -87,7 +93,10 @@ pub fn parse_received(value: &str) -> Received {
     let mut received = Received::default();
 
     if let Some(date_text) = date_text {
-        let date_text = super::unfold(date_text).split_whitespace().collect::<Vec<_>>().join(" ");
+        let date_text = super::unfold(date_text)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         received.date = parse_date(&date_text);
         received.date_text = Some(date_text).filter(|text| !text.is_empty());
     }
@@ -122,8 +131,12 @@ pub fn parse_received(value: &str) -> Received {
             Token::Comment(text) => {
                 if fresh {
                     match clause {
-                        Some(Clause::From) if received.from_info.is_none() => received.from_info = Some(text.clone()),
-                        Some(Clause::By) if received.by_info.is_none() => received.by_info = Some(text.clone()),
+                        Some(Clause::From) if received.from_info.is_none() => {
+                            received.from_info = Some(text.clone())
+                        }
+                        Some(Clause::By) if received.by_info.is_none() => {
+                            received.by_info = Some(text.clone())
+                        }
                         _ => {}
                     }
                 }
@@ -143,7 +156,10 @@ pub fn parse_received(value: &str) -> Received {
         received.client_ip = parse_address_literal(from);
     }
     if let Some(recipient) = received.for_recipient.as_mut() {
-        *recipient = recipient.trim_start_matches('<').trim_end_matches('>').to_string();
+        *recipient = recipient
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
     }
     received
 }
@@ -263,9 +279,18 @@ fn read_tcp_info(received: &mut Received, comment: &str) {
             received.client_ip = Some(address);
             continue;
         }
-        if received.client_host.is_none() && !word.starts_with('[') && word.parse::<IpAddr>().is_err() {
-            let is_name = word.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-            if is_name && (word.contains('.') || word.eq_ignore_ascii_case("unknown") || word == "localhost") {
+        if received.client_host.is_none()
+            && !word.starts_with('[')
+            && word.parse::<IpAddr>().is_err()
+        {
+            let is_name = word
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if is_name
+                && (word.contains('.')
+                    || word.eq_ignore_ascii_case("unknown")
+                    || word == "localhost")
+            {
                 received.client_host = Some(word.trim_end_matches('.').to_string());
             }
         }
@@ -343,7 +368,11 @@ pub struct Hop {
 ///
 /// `message_date` is the message's Date header; it gives the delay between
 /// composing and arrival.
-pub fn gateway_hop(received: &[Received], gateway: &TrustedIds, message_date: Option<DateTime<FixedOffset>>) -> Option<Hop> {
+pub fn gateway_hop(
+    received: &[Received],
+    gateway: &TrustedIds,
+    message_date: Option<DateTime<FixedOffset>>,
+) -> Option<Hop> {
     let index = gateway_entry_index(received, gateway)?;
     let entry = &received[index];
 
@@ -371,7 +400,12 @@ pub fn gateway_hop(received: &[Received], gateway: &TrustedIds, message_date: Op
 /// Returns the index of the gateway's entry hop in `received`, as
 /// [`gateway_hop`] describes it.
 pub(crate) fn gateway_entry_index(received: &[Received], gateway: &TrustedIds) -> Option<usize> {
-    let is_gateway = |field: &Received| field.by.as_deref().is_some_and(|by| gateway.matches_host(by));
+    let is_gateway = |field: &Received| {
+        field
+            .by
+            .as_deref()
+            .is_some_and(|by| gateway.matches_host(by))
+    };
 
     let mut index = received.iter().position(is_gateway)?;
     while is_internal_client(&received[index], gateway) {
@@ -401,13 +435,15 @@ fn is_internal_client(field: &Received, gateway: &TrustedIds) -> bool {
 pub fn chain_transit_seconds(received: &[Received]) -> Option<i64> {
     let mut dates = received.iter().filter_map(|field| field.date);
     let last = dates.next()?;
-    let first = dates.last()?;
+    let first = dates.next_back()?;
     Some((last - first).num_seconds())
 }
 
 /// Returns the message's Date header, parsed, from `headers` (name, raw
 /// value). The first Date field is used.
 pub fn message_date(headers: &[(String, String)]) -> Option<DateTime<FixedOffset>> {
-    let (_, value) = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("Date"))?;
+    let (_, value) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("Date"))?;
     parse_date(&super::unfold(value))
 }

@@ -141,8 +141,12 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
     let mut record = build_record(&scenario, &directory.id, plan, recorder, started_at, finished_at, interrupted, &dns, routes, simulator);
     record.copies = collected.copies;
     record.collection_errors = collected.errors;
-    record.verdict = Some(crate::gate::evaluate(&record, &scenario.gate));
+    let verdict = crate::gate::evaluate(&record, &scenario.gate);
+    let report = crate::report::markdown(&record, &verdict);
+    record.verdict = Some(verdict);
     directory.write_record(&record)?;
+    let report_path = directory.path.join("report.md");
+    std::fs::write(&report_path, report).map_err(|source| Error::Write { path: report_path, source })?;
     tracing::info!(run = %directory.id, "run finished");
     if interrupted {
         return Err(Error::Run(format!("the run was interrupted; what was recorded is in {}", directory.path.display())));

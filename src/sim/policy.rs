@@ -27,8 +27,8 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
 /// command to at least 5 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-/// Protocol errors (500, 501, 502, 503) a session may make before the
-/// simulator closes it with 421.
+/// Protocol errors (500, 501, 502, 503, 555) that close a session: the
+/// error that reaches this count gets 421 in place of its own reply.
 pub const DEFAULT_MAX_ERRORS: u32 = 10;
 
 /// Connections served at once; a connection over the limit gets 421 and is
@@ -70,8 +70,8 @@ pub struct SimulatorToml {
     /// line before it is closed with 421, such as `30s` or `5m`. Defaults
     /// to `5m`.
     pub idle_timeout: Option<Spanned<String>>,
-    /// Protocol errors a session may make before it is closed with 421.
-    /// Defaults to 10.
+    /// Protocol errors that close a session: the error that reaches this
+    /// count gets 421 in place of its own reply. Defaults to 10.
     pub max_errors: Option<Spanned<u32>>,
     /// Connections served at once; a connection over the limit gets 421
     /// and is closed. Defaults to 100.
@@ -247,7 +247,7 @@ impl SimConfig {
     /// True when mail for `domain` is accepted (compared case-insensitively).
     pub fn accepts_domain(&self, domain: &str) -> bool {
         let domain = normalize_domain(domain);
-        self.domains.iter().any(|accepted| *accepted == domain)
+        self.domains.contains(&domain)
     }
 }
 
@@ -264,10 +264,10 @@ pub fn validate(
     let mut config = SimConfig::accept_all(default_domains.to_vec());
     config.allow_non_loopback = raw.allow_non_loopback;
 
-    if let Some(listen) = &raw.listen {
-        if let Some(address) = validate_listen(listen, raw.allow_non_loopback, key, &mut errors) {
-            config.listen = address;
-        }
+    if let Some(listen) = &raw.listen
+        && let Some(address) = validate_listen(listen, raw.allow_non_loopback, key, &mut errors)
+    {
+        config.listen = address;
     }
 
     if let Some(hostname) = &raw.hostname {
@@ -476,14 +476,14 @@ fn validate_rule(raw: &RuleToml, key: &str, hostname: &str, errors: &mut Vec<Fie
         "accept" => Action::Accept { folder, reply: reply.map(|(reply, _)| reply) },
         "drop" => {
             let after_bytes = raw.drop_after_bytes.as_ref().map_or(DEFAULT_DROP_AFTER_BYTES, |bytes| *bytes.get_ref());
-            if after_bytes == 0 {
-                if let Some(bytes) = &raw.drop_after_bytes {
-                    errors.push(FieldError::at(
-                        bytes,
-                        format!("{key}.drop_after_bytes"),
-                        "must be at least 1; write the octets of message content to read before closing, such as 512",
-                    ));
-                }
+            if after_bytes == 0
+                && let Some(bytes) = &raw.drop_after_bytes
+            {
+                errors.push(FieldError::at(
+                    bytes,
+                    format!("{key}.drop_after_bytes"),
+                    "must be at least 1; write the octets of message content to read before closing, such as 512",
+                ));
             }
             Action::Drop { after_bytes }
         }
@@ -546,17 +546,17 @@ fn reject_keys_outside(raw: &RuleToml, action: &str, allowed: &[&str], key: &str
         ("drop_after_bytes", raw.drop_after_bytes.as_ref().map(Spanned::span)),
     ];
     for (name, span) in present {
-        if let Some(span) = span {
-            if !allowed.contains(&name) {
-                errors.push(FieldError::new(
-                    Some(span),
-                    format!("{key}.{name}"),
-                    format!(
-                        "{name} does not apply to action {action:?}; remove it (action {action:?} takes {})",
-                        allowed.join(", ")
-                    ),
-                ));
-            }
+        if let Some(span) = span
+            && !allowed.contains(&name)
+        {
+            errors.push(FieldError::new(
+                Some(span),
+                format!("{key}.{name}"),
+                format!(
+                    "{name} does not apply to action {action:?}; remove it (action {action:?} takes {})",
+                    allowed.join(", ")
+                ),
+            ));
         }
     }
 }

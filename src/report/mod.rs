@@ -1,0 +1,302 @@
+//! The evidence packet: `report.md`, written into every run directory, for a
+//! postmaster to send to the receiver (Proofpoint's support, a recipient's
+//! admin). IPs are given in full and times in UTC, because reputation is
+//! tied to the exact address and the receiver searches its logs by time.
+//! The same data renders as JSON, and the gate criteria as JUnit XML.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::gate::{Criterion, Verdict};
+use crate::run::record::{AttemptRecord, RunRecord};
+use crate::smtp::record::Outcome;
+
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f UTC";
+
+/// Renders the Markdown evidence packet.
+pub fn markdown(record: &RunRecord, verdict: &Verdict) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Deliverability evidence: {}\n", record.scenario.name);
+    let _ = writeln!(out, "**Checkpoint: {}** ({})\n", verdict.checkpoint.as_str(), verdict.checkpoint.action());
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| run | `{}` |", record.run_id);
+    let _ = writeln!(out, "| started | {} |", record.started_at.format(TIME_FORMAT));
+    let _ = writeln!(out, "| finished | {} |", record.finished_at.format(TIME_FORMAT));
+    let _ = writeln!(out, "| From | {} |", escape(&record.sender.from));
+    let _ = writeln!(out, "| envelope sender | {} |", escape(&record.sender.mail_from));
+    let signing: Vec<String> = record.dkim.iter().map(|dkim| format!("d={} s={} ({})", dkim.domain, dkim.selector, dkim.algorithm)).collect();
+    let _ = writeln!(out, "| DKIM | {} |", if signing.is_empty() { "none".to_string() } else { signing.join(", ") });
+    let mut domains: Vec<&str> = record.seeds.iter().map(|seed| crate::scenario::address::domain_of(seed)).collect();
+    domains.sort();
+    domains.dedup();
+    let _ = writeln!(out, "| recipient domains | {} |", domains.join(", "));
+    let _ = writeln!(out, "| tool | {} |", record.tool);
+
+    context_section(&mut out, record);
+    diagnosis_section(&mut out, verdict);
+    paths_section(&mut out, record);
+    control_section(&mut out, record);
+    replies_section(&mut out, record);
+    providers_section(&mut out, verdict);
+    criteria_section(&mut out, &verdict.criteria);
+    let _ = writeln!(
+        out,
+        "\nThe complete record, with every SMTP transcript, is in `run.json` and `transcripts/` of the run directory."
+    );
+    out
+}
+
+fn context_section(out: &mut String, record: &RunRecord) {
+    let context = &record.context;
+    if context.remediation.is_empty() && context.current_rate_limit.is_none() && context.contact.is_none() && context.ticket.is_none() && context.notes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Context\n");
+    if !context.remediation.is_empty() {
+        let _ = writeln!(out, "Remediation done before this test:\n");
+        for step in &context.remediation {
+            let _ = writeln!(out, "- {}", escape(step));
+        }
+        out.push('\n');
+    }
+    if let Some(rate) = &context.current_rate_limit {
+        let _ = writeln!(out, "Current rate limit: {}\n", escape(rate));
+    }
+    if let Some(ticket) = &context.ticket {
+        let _ = writeln!(out, "Ticket: {}\n", escape(ticket));
+    }
+    if let Some(contact) = &context.contact {
+        let _ = writeln!(out, "Contact: {}\n", escape(contact));
+    }
+    for note in &context.notes {
+        let _ = writeln!(out, "- {}", escape(note));
+    }
+}
+
+fn diagnosis_section(out: &mut String, verdict: &Verdict) {
+    let _ = writeln!(out, "\n## Diagnosis\n");
+    for sentence in &verdict.diagnosis {
+        let _ = writeln!(out, "- {}", escape(sentence));
+    }
+}
+
+fn paths_section(out: &mut String, record: &RunRecord) {
+    let _ = writeln!(out, "\n## Sending IPs and paths\n");
+    let _ = writeln!(out, "| path | pool | source IP | HELO | attempts | accepted | deferred | rejected | failed | first refusal (UTC) |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for path in &record.paths {
+        let attempts: Vec<&AttemptRecord> = record.attempts.iter().filter(|attempt| attempt.path == path.name).collect();
+        let count = |outcome: Outcome| attempts.iter().filter(|attempt| attempt.outcome == outcome).count();
+        let first_refusal = attempts
+            .iter()
+            .find(|attempt| attempt.outcome != Outcome::Accepted)
+            .map_or_else(|| "-".to_string(), |attempt| attempt.started_at.format(TIME_FORMAT).to_string());
+        let source = path.source_ip.map_or_else(|| "system default".to_string(), |ip| ip.to_string());
+        let helo = match &path.relay {
+            Some(relay) => format!("{} via {relay}", path.helo),
+            None => path.helo.clone(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            path.name,
+            path.pool,
+            source,
+            helo,
+            attempts.len(),
+            count(Outcome::Accepted),
+            count(Outcome::Deferred),
+            count(Outcome::Rejected),
+            count(Outcome::Failed),
+            first_refusal
+        );
+    }
+}
+
+fn control_section(out: &mut String, record: &RunRecord) {
+    let _ = writeln!(out, "\n## Messages\n");
+    let _ = writeln!(out, "| # | stream | path | source IP | recipient | last attempt (UTC) | outcome | placement | receiver spf / dkim / dmarc | our spf / dkim / dmarc | Message-ID |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for message in &record.messages {
+        let last = message.attempts.last().and_then(|number| record.attempts.iter().find(|attempt| attempt.number == *number));
+        let source = last.and_then(|attempt| attempt.source_ip).map_or_else(|| "-".to_string(), |ip| ip.to_string());
+        let time = last.map_or_else(|| "-".to_string(), |attempt| attempt.started_at.format(TIME_FORMAT).to_string());
+        let outcome = match message.outcome {
+            Some(outcome) => format!("{outcome:?}").to_lowercase(),
+            None => "not sent".into(),
+        };
+        let outcome = if message.attempts.len() > 1 { format!("{outcome} after {} tries", message.attempts.len()) } else { outcome };
+        let placement = message.placement.map_or_else(|| "-".to_string(), |placement| format!("{placement:?}").to_lowercase());
+        let verdicts = record.copies.iter().find(|copy| copy.sequence == message.sequence).and_then(|copy| copy.verdicts.as_ref());
+        let three = |side: bool| -> String {
+            let Some(verdicts) = verdicts else { return "-".into() };
+            ["spf", "dkim", "dmarc"]
+                .iter()
+                .map(|method| {
+                    let result = if side { verdicts.receiver_result(method) } else { verdicts.own_result(method) };
+                    result.unwrap_or("none").to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            message.sequence,
+            message.stream,
+            message.role.as_str(),
+            message.path,
+            source,
+            escape(&message.seed),
+            time,
+            outcome,
+            placement,
+            three(true),
+            three(false),
+            message.message_id.as_deref().map_or_else(|| "-".to_string(), |id| format!("`{id}`"))
+        );
+    }
+}
+
+/// Every distinct refusal, verbatim, with when and from which IPs it came.
+fn replies_section(out: &mut String, record: &RunRecord) {
+    struct Seen {
+        count: usize,
+        first: String,
+        last: String,
+        ips: Vec<String>,
+        stage: String,
+    }
+    let mut replies: BTreeMap<String, Seen> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for attempt in &record.attempts {
+        if attempt.outcome == Outcome::Accepted {
+            continue;
+        }
+        let text = match (&attempt.reply, &attempt.failure) {
+            (Some(reply), _) => reply.lines.join("\n"),
+            (None, Some(failure)) => format!("(no reply) {failure}"),
+            (None, None) => "(no reply)".to_string(),
+        };
+        let time = attempt.started_at.format(TIME_FORMAT).to_string();
+        let ip = attempt.source_ip.map_or_else(|| "system default".to_string(), |ip| ip.to_string());
+        let stage = attempt
+            .transactions
+            .last()
+            .and_then(|transaction| transaction.decisive.and_then(|index| transaction.exchanges.get(index)))
+            .map_or_else(|| "-".to_string(), |exchange| exchange.step.to_string());
+        let entry = replies.entry(text.clone()).or_insert_with(|| {
+            order.push(text.clone());
+            Seen { count: 0, first: time.clone(), last: time.clone(), ips: Vec::new(), stage }
+        });
+        entry.count += 1;
+        entry.last = time;
+        if !entry.ips.contains(&ip) {
+            entry.ips.push(ip);
+        }
+    }
+    let _ = writeln!(out, "\n## SMTP replies, verbatim\n");
+    if order.is_empty() {
+        let _ = writeln!(out, "Every attempt was accepted.");
+        return;
+    }
+    for text in order {
+        let seen = &replies[&text];
+        let _ = writeln!(
+            out,
+            "{} times at the {} step from {}, first {}, last {}:\n",
+            seen.count,
+            seen.stage,
+            seen.ips.join(", "),
+            seen.first,
+            seen.last
+        );
+        let _ = writeln!(out, "```\n{text}\n```\n");
+    }
+}
+
+fn providers_section(out: &mut String, verdict: &Verdict) {
+    let _ = writeln!(out, "\n## By provider\n");
+    let _ = writeln!(out, "| provider | messages | accepted | deferred | rejected | failed | inbox | spam | missing |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for (provider, tally) in &verdict.tallies.by_provider {
+        let _ = writeln!(
+            out,
+            "| {provider} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            tally.messages, tally.accepted, tally.deferred, tally.rejected, tally.failed, tally.inbox, tally.spam, tally.missing
+        );
+    }
+}
+
+fn criteria_section(out: &mut String, criteria: &[Criterion]) {
+    let _ = writeln!(out, "\n## Gate criteria\n");
+    for criterion in criteria {
+        let mark = if criterion.passed { "pass" } else { "FAIL" };
+        let _ = writeln!(out, "- **{mark}** {}: {}", criterion.name, escape(&criterion.detail));
+    }
+}
+
+/// Keeps user text from breaking a Markdown table row.
+fn escape(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The machine-readable report: the verdict with the run's identity.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    run_id: &'a str,
+    scenario: &'a str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    finished_at: chrono::DateTime<chrono::Utc>,
+    checkpoint: &'static str,
+    verdict: &'a Verdict,
+}
+
+pub fn json(record: &RunRecord, verdict: &Verdict) -> String {
+    let report = JsonReport {
+        run_id: &record.run_id,
+        scenario: &record.scenario.name,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        checkpoint: verdict.checkpoint.as_str(),
+        verdict,
+    };
+    serde_json::to_string_pretty(&report).expect("the report serializes") + "\n"
+}
+
+/// JUnit XML: one test case per gate criterion, so CI systems show which
+/// criterion held the gate.
+pub fn junit(record: &RunRecord, verdict: &Verdict) -> String {
+    let failures = verdict.criteria.iter().filter(|criterion| !criterion.passed).count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"mailcanary: {}\" tests=\"{}\" failures=\"{failures}\" timestamp=\"{}\">",
+        xml(&record.scenario.name),
+        verdict.criteria.len(),
+        record.started_at.format("%Y-%m-%dT%H:%M:%S")
+    );
+    for criterion in &verdict.criteria {
+        let _ = write!(out, "  <testcase classname=\"gate\" name=\"{}\"", xml(&criterion.name));
+        if criterion.passed {
+            let _ = writeln!(out, "/>");
+        } else {
+            let _ = writeln!(
+                out,
+                ">\n    <failure message=\"{}\" type=\"{}\">{}</failure>\n  </testcase>",
+                xml(&criterion.detail),
+                criterion.severity.as_str(),
+                xml(&criterion.detail)
+            );
+        }
+    }
+    let _ = writeln!(out, "  <system-out>checkpoint: {}</system-out>", verdict.checkpoint.as_str());
+    out.push_str("</testsuite>\n");
+    out
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
