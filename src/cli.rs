@@ -42,8 +42,37 @@ enum Command {
     Gate(GateArgs),
     /// Print the evidence packet of a saved run as Markdown, JSON or JUnit XML.
     Report(ReportArgs),
+    /// Parse and check one saved message (.eml): authentication headers, Received chain, own checks.
+    Inspect(InspectArgs),
     /// Run the gateway simulator as a standalone SMTP receiver.
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The message file (.eml, as saved from a mailbox).
+    file: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+
+    /// Take DNS settings ([dns]), the envelope sender and the path's source
+    /// IP and HELO from this scenario.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+
+    /// The path of the scenario the message was sent on (with --scenario).
+    #[arg(long, value_name = "NAME", requires = "scenario")]
+    path: Option<String>,
+
+    /// The receiving gateway's authserv-id, to pick its Authentication-Results header.
+    #[arg(long, value_name = "ID")]
+    authserv_id: Option<String>,
+
+    /// Only parse headers; run no DNS-based check of our own.
+    #[arg(long)]
+    no_dns: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,8 +172,8 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
         Command::Check(args) => {
             let scenario = Scenario::load(&args.scenario)?;
             let plan = Plan::build(&scenario)?;
-            print!("{}", plan.render(&scenario));
-            println!("\nscenario is valid; nothing was sent");
+            emit(&plan.render(&scenario));
+            emit("\nscenario is valid; nothing was sent\n");
             Ok(ExitStatus::Healthy)
         }
         Command::Run(args) => {
@@ -154,9 +183,9 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
                 progress: !args.no_progress && std::io::stderr().is_terminal(),
             };
             let result = crate::run::run(scenario, &options).await?;
-            print!("{}", crate::run::summary::render(&result.record, &result.directory));
+            emit(&crate::run::summary::render(&result.record, &result.directory));
             let verdict = result.record.verdict.as_ref().expect("run evaluates every completed run");
-            print!("\n{}", crate::gate::render(verdict));
+            emit(&format!("\n{}", crate::gate::render(verdict)));
             Ok(verdict.checkpoint.exit_status())
         }
         Command::Gate(args) => {
@@ -169,8 +198,7 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
                 },
             };
             let verdict = crate::gate::evaluate(&record, &gate);
-            println!("run {} ({})", record.run_id, record.scenario.name);
-            print!("{}", crate::gate::render(&verdict));
+            emit(&format!("run {} ({})\n{}", record.run_id, record.scenario.name, crate::gate::render(&verdict)));
             Ok(verdict.checkpoint.exit_status())
         }
         Command::Report(args) => {
@@ -182,9 +210,10 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
                 ReportFormat::Json => crate::report::json(&record, &verdict),
                 ReportFormat::Junit => crate::report::junit(&record, &verdict),
             };
-            print!("{text}");
+            emit(&text);
             Ok(ExitStatus::Healthy)
         }
+        Command::Inspect(args) => inspect(args).await,
         Command::Sim(args) => {
             crate::sim::run_standalone(&args.policy, args.listen, &args.maildir).await?;
             Ok(ExitStatus::Healthy)
@@ -211,4 +240,58 @@ fn init_logging(cli: &Cli) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
+}
+
+async fn inspect(args: InspectArgs) -> Result<ExitStatus, Error> {
+    let message = std::fs::read(&args.file)
+        .map_err(|error| Error::Usage(format!("cannot read {}: {error}", args.file.display())))?;
+    let scenario = match &args.scenario {
+        Some(file) => Some(Scenario::load(file)?),
+        None => None,
+    };
+    let path = match (&scenario, &args.path) {
+        (Some(scenario), Some(name)) => Some(scenario.path_by_name(name).cloned().ok_or_else(|| {
+            let known: Vec<&str> = scenario.paths.iter().map(|path| path.name.as_str()).collect();
+            Error::Usage(format!("path {name:?} is not in {}; its paths are: {}", scenario.file.display(), known.join(", ")))
+        })?),
+        _ => None,
+    };
+    let mail_from = scenario.as_ref().map(|scenario| scenario.sender.mail_from.clone()).unwrap_or_default();
+    let envelope = crate::verify::Envelope {
+        client_ip: path.as_ref().and_then(|path| path.source_ip),
+        helo: path.as_ref().map_or("", |path| path.helo.as_str()),
+        mail_from: &mail_from,
+    };
+    let mut trusted = crate::auth::select::TrustedIds::default();
+    if let Some(id) = &args.authserv_id {
+        trusted.authserv_ids.push(id.clone());
+    }
+
+    let dns = if args.no_dns {
+        None
+    } else {
+        let settings = scenario.as_ref().map(|scenario| scenario.dns.clone()).unwrap_or_default();
+        Some(crate::dns::Dns::start(&settings).await?)
+    };
+    let authenticator = dns.as_ref().map(|dns| dns.authenticator());
+    let inspection = crate::verify::inspect::inspect(&message, authenticator.as_deref(), &envelope, &trusted).await;
+    if args.json {
+        emit(&(serde_json::to_string_pretty(&inspection).expect("the inspection serializes") + "\n"));
+    } else {
+        emit(&crate::verify::inspect::render(&inspection));
+    }
+    Ok(ExitStatus::Healthy)
+}
+
+/// Writes product output to stdout. A reader that stops early (`| head`)
+/// closes the pipe, which is not an error of the command.
+fn emit(text: &str) {
+    use std::io::Write;
+
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+        && error.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tracing::error!(%error, "cannot write to stdout");
+    }
 }

@@ -114,22 +114,27 @@ pub fn receiver_results_all(
 /// Returns the index in `headers` of the gateway's entry Received field, or
 /// of the top-most Received field when the gateway is not identified.
 fn boundary_index(headers: &[(String, String)], trusted: &TrustedIds) -> Option<usize> {
-    let received: Vec<(usize, Received)> = headers
-        .iter()
-        .enumerate()
-        .filter(|(_, (name, _))| name.eq_ignore_ascii_case("Received"))
-        .map(|(index, (_, value))| (index, received::parse_received(value)))
-        .collect();
-    let fields: Vec<Received> = received.iter().map(|(_, field)| field.clone()).collect();
+    let mut positions = Vec::new();
+    let mut fields: Vec<Received> = Vec::new();
+    for (index, (name, value)) in headers.iter().enumerate() {
+        if name.eq_ignore_ascii_case("Received") {
+            positions.push(index);
+            fields.push(received::parse_received(value));
+        }
+    }
 
     if let Some(entry) = received::gateway_entry_index(&fields, trusted) {
-        return Some(received[entry].0);
+        return Some(positions[entry]);
     }
+    // NOTE: an authserv-id that names no `by` host (Proofpoint writes
+    // `ppops.net` on hosts under `pphosted.com`) falls back to the top-most
+    // Received field, so a gateway behind a later hop such as Exchange Online
+    // is found only when its host is in `gateway_hosts`.
     if !trusted.gateway_hosts.is_empty() {
         tracing::debug!(hosts = ?trusted.gateway_hosts, "no Received field names the gateway");
         return None;
     }
-    received.first().map(|(index, _)| *index)
+    positions.first().copied()
 }
 
 fn candidates(above: &[(String, String)], name: &str) -> Vec<(usize, AuthenticationResults)> {

@@ -2,9 +2,10 @@
 //! the record of the replies that decided each session, and graceful
 //! shutdown.
 //!
-//! Shutdown follows the usual tokio layout: dropping the broadcast sender
-//! tells every task to stop, and each connection task holds a clone of an
-//! mpsc sender, so the receiver returns `None` once the last one has ended.
+//! Shutdown follows the usual tokio layout. Dropping the only strong
+//! broadcast sender closes the channel, which every task takes as the signal
+//! to stop. Each connection task keeps a clone of an mpsc sender, so the
+//! receiver returns `None` once the last task has ended.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

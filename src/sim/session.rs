@@ -472,6 +472,8 @@ impl Session {
         let delivered = match delivered {
             Ok(paths) => paths,
             Err(error) => {
+                // NOTE: copies already written for earlier recipients stay in
+                // place, so the client's retry after this 451 duplicates them.
                 warn!(client_ip = %self.client_ip, queue_id = %transaction.queue_id, %error, "delivery into the Maildir failed");
                 let reply = Reply::new(451, "4.3.0 Error: local delivery failed, try again later");
                 return self.refuse(connection, Stage::EndOfData, reply, None).await;

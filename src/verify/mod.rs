@@ -3,6 +3,8 @@
 //! compute ourselves with mail-auth on the same copy, and why the two
 //! disagree when they do.
 
+pub mod inspect;
+
 use std::net::IpAddr;
 
 use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult};
