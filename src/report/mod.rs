@@ -38,6 +38,7 @@ pub fn markdown(record: &RunRecord, verdict: &Verdict) -> String {
     diagnosis_section(&mut out, verdict);
     paths_section(&mut out, record);
     control_section(&mut out, record);
+    missing_section(&mut out, record);
     replies_section(&mut out, record);
     providers_section(&mut out, verdict);
     criteria_section(&mut out, &verdict.criteria);
@@ -128,7 +129,11 @@ fn control_section(out: &mut String, record: &RunRecord) {
             None => "not sent".into(),
         };
         let outcome = if message.attempts.len() > 1 { format!("{outcome} after {} tries", message.attempts.len()) } else { outcome };
-        let placement = message.placement.map_or_else(|| "-".to_string(), |placement| format!("{placement:?}").to_lowercase());
+        let placement = match (message.placement, message.outcome) {
+            (Some(placement), _) => format!("{placement:?}").to_lowercase(),
+            (None, Some(Outcome::Accepted)) => "not checked".to_string(),
+            (None, _) => "-".to_string(),
+        };
         let verdicts = record.copies.iter().find(|copy| copy.sequence == message.sequence).and_then(|copy| copy.verdicts.as_ref());
         let three = |side: bool| -> String {
             let Some(verdicts) = verdicts else { return "-".into() };
@@ -161,6 +166,22 @@ fn control_section(out: &mut String, record: &RunRecord) {
 }
 
 /// Every distinct refusal, verbatim, with when and from which IPs it came.
+fn missing_section(out: &mut String, record: &RunRecord) {
+    let notes: Vec<String> = record
+        .messages
+        .iter()
+        .filter(|message| message.outcome == Some(Outcome::Accepted))
+        .filter_map(|message| message.missing_reason.as_ref().map(|reason| format!("- message {} to {}: {}", message.sequence, escape(&message.seed), escape(reason))))
+        .collect();
+    if notes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nAccepted messages without a checked copy:\n");
+    for note in notes {
+        let _ = writeln!(out, "{note}");
+    }
+}
+
 fn replies_section(out: &mut String, record: &RunRecord) {
     struct Seen {
         count: usize,

@@ -64,25 +64,45 @@ pub async fn collect_and_verify(
             }
         }
     }
-    if readers.is_empty() && errors.is_empty() {
-        return Ok(Collected { copies: Vec::new(), errors });
-    }
-
-    tracing::info!(mailboxes = readers.len(), "collecting delivered copies");
-    let (found, read_errors) = collect::collect(&mut readers, scenario.collect.timeout, scenario.collect.poll_interval).await;
-    errors.extend(read_errors);
+    let found = if readers.is_empty() {
+        BTreeMap::new()
+    } else {
+        tracing::info!(mailboxes = readers.len(), "collecting delivered copies");
+        let (found, read_errors) = collect::collect(&mut readers, scenario.collect.timeout, scenario.collect.poll_interval).await;
+        errors.extend(read_errors);
+        found
+    };
 
     let received = run_directory.join("received");
     std::fs::create_dir_all(&received).map_err(|source| Error::Write { path: received.clone(), source })?;
     let authenticator = dns.authenticator();
     let mut copies = Vec::new();
     for message in messages.iter_mut() {
-        let Some(mailbox) = mailbox_of(&message.seed) else { continue };
-        if message.outcome != Some(Outcome::Accepted) || errors.contains_key(&mailbox) {
+        let not_accepted = match message.outcome {
+            Some(Outcome::Accepted) => None,
+            Some(Outcome::Deferred) => Some("deferred, so never delivered"),
+            Some(Outcome::Rejected) => Some("rejected, so never delivered"),
+            Some(Outcome::Failed) => Some("the attempt failed without a reply, so never delivered"),
+            None => Some("never sent"),
+        };
+        if let Some(reason) = not_accepted {
+            message.missing_reason = Some(reason.to_string());
+            continue;
+        }
+        let Some(mailbox) = mailbox_of(&message.seed) else {
+            message.missing_reason = Some("the seed has no mailbox to read, so placement and authentication were not checked".to_string());
+            continue;
+        };
+        if let Some(error) = errors.get(&mailbox) {
+            message.missing_reason = Some(format!("mailbox {mailbox} could not be read: {error}"));
             continue;
         }
         let Some(copy) = message.token.as_ref().and_then(|token| found.get(token)) else {
             message.placement = Some(Placement::Missing);
+            message.missing_reason = Some(format!(
+                "accepted, but no copy reached mailbox {mailbox} within {} s: held, quarantined or dropped after acceptance",
+                scenario.collect.timeout.as_secs()
+            ));
             continue;
         };
         message.placement = Some(copy.placement);

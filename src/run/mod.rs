@@ -190,6 +190,7 @@ impl Recorder {
                 outcome: None,
                 cleared_after_retry: false,
                 placement: None,
+                missing_reason: None,
                 error: None,
             })
             .collect();

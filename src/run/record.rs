@@ -161,6 +161,10 @@ pub struct MessageRecord {
     /// Where the delivered copy landed; `None` when the seed has no mailbox
     /// to read or the message was not accepted.
     pub placement: Option<Placement>,
+    /// Why no delivered copy was found or looked for: the message was
+    /// deferred, rejected, failed or never sent, was accepted but not
+    /// delivered in time, or its seed has no readable mailbox.
+    pub missing_reason: Option<String>,
     /// Why the message could not be composed or signed, if it could not.
     pub error: Option<String>,
 }

@@ -48,6 +48,8 @@ pub struct OwnVerdicts {
     pub dkim: Vec<MethodVerdict>,
     pub spf: MethodVerdict,
     pub dmarc: MethodVerdict,
+    /// The ARC chain's validation, when the copy carries ARC sets.
+    pub arc: Option<MethodVerdict>,
 }
 
 /// The receiver's and our own verdicts on one copy, and the explanations
@@ -58,6 +60,8 @@ pub struct CopyVerdicts {
     pub own: Option<OwnVerdicts>,
     /// The hop at which the gateway received the message.
     pub gateway_hop: Option<Hop>,
+    /// The X-Proofpoint-* headers, when a Proofpoint gateway added them.
+    pub proofpoint: Option<crate::auth::proofpoint::ProofpointHeaders>,
     pub disagreements: Vec<String>,
 }
 
@@ -127,7 +131,10 @@ pub async fn verify_copy(
     let client_ip = envelope.client_ip.or_else(|| gateway_hop.as_ref().and_then(|hop| hop.client_ip));
     let own = own_checks(authenticator, copy, client_ip, envelope).await;
 
-    let mut verdicts = CopyVerdicts { receiver, own, gateway_hop, disagreements: Vec::new() };
+    let proofpoint = crate::auth::proofpoint::parse_proofpoint_headers(&headers);
+    let proofpoint = (proofpoint != Default::default()).then_some(proofpoint);
+
+    let mut verdicts = CopyVerdicts { receiver, own, gateway_hop, proofpoint, disagreements: Vec::new() };
     verdicts.disagreements = explain_disagreements(&verdicts, envelope.client_ip);
     verdicts
 }
@@ -226,7 +233,14 @@ async fn own_checks(
             detail: Some("not evaluated without an SPF result".into()),
         },
     };
-    Some(OwnVerdicts { dkim, spf, dmarc })
+    let arc = if !parsed.as_headers.is_empty() || !parsed.ams_headers.is_empty() {
+        let output = authenticator.verify_arc(&parsed).await;
+        let (result, detail) = dkim_keyword(output.result());
+        Some(MethodVerdict { method: "arc".into(), result: result.into(), domain: None, selector: None, detail })
+    } else {
+        None
+    };
+    Some(OwnVerdicts { dkim, spf, dmarc, arc })
 }
 
 fn dkim_keyword(result: &DkimResult) -> (&'static str, Option<String>) {
