@@ -509,3 +509,6 @@ pub fn render(verdict: &Verdict) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;
