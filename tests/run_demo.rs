@@ -133,6 +133,92 @@ fn demo_run_records_every_attempt() {
     assert_eq!(finishes, 12);
 
     assert!(stdout.contains("ipcheck.proofpoint.com/?ip=127.0.0.11"), "summary shows the deferral: {stdout}");
+    assert!(stdout.contains("checkpoint: warning (throttle and segment)"), "summary shows the checkpoint: {stdout}");
+
+    // Every accepted copy was collected, saved and verified on both sides.
+    let copies = record["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 4);
+    for copy in copies {
+        assert_eq!(copy["placement"], "inbox");
+        assert!(directory.join(copy["saved_as"].as_str().unwrap()).is_file(), "saved copy exists");
+        let verdicts = &copy["verdicts"];
+        assert_eq!(verdicts["receiver"]["header"]["authserv_id"], "mx1.customer-a.example.net");
+        for method in ["spf", "dkim", "dmarc"] {
+            let receiver: Vec<&Value> = verdicts["receiver"]["methods"].as_array().unwrap().iter().filter(|m| m["method"] == method).collect();
+            assert!(!receiver.is_empty(), "receiver {method} result present");
+            assert!(receiver.iter().all(|m| m["result"] == "pass"), "receiver {method} passes");
+        }
+        assert!(verdicts["own"]["dkim"].as_array().unwrap().iter().all(|m| m["result"] == "pass"), "own dkim passes");
+        assert_eq!(verdicts["own"]["dkim"].as_array().unwrap().len(), 2, "both signatures checked");
+        assert_eq!(verdicts["own"]["spf"]["result"], "pass");
+        assert_eq!(verdicts["own"]["dmarc"]["result"], "pass");
+        assert_eq!(verdicts["gateway_hop"]["client_ip"], "127.0.0.10");
+    }
+    assert_eq!(record["verdict"]["checkpoint"], "warning");
+
+    // The evidence packet names the deferred IP in full, with the verbatim reply.
+    let report = std::fs::read_to_string(directory.join("report.md")).expect("report.md exists");
+    assert!(report.contains("| b-11 | pool-b | 127.0.0.11 |"), "{report}");
+    assert!(report.contains("421 Deferred - please refer to https://ipcheck.proofpoint.com/?ip=127.0.0.11"));
+    assert!(report.contains("Suspended the compromised tenant"), "context is copied");
+    check_snapshot("demo-report.md", &redact(&report));
+
+    // gate re-evaluates the saved run to the same checkpoint and exit code.
+    let gate = Command::new(env!("CARGO_BIN_EXE_mailcanary")).arg("gate").arg(&directory).output().unwrap();
+    assert_eq!(gate.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&gate.stdout).contains("checkpoint: warning"));
+
+    // A stricter gate from another scenario changes nothing here, a relaxed one makes it healthy.
+    let relaxed = directory.parent().unwrap().join("relaxed.toml");
+    let demo = std::fs::read_to_string(DEMO).unwrap().replace("[context]", "[gate]\nmax_control_deferral_rate = 0.5\nmax_bulk_deferral_rate = 0.5\n\n[context]");
+    let demo = demo.replace("\"keys/", &format!("\"{}/scenarios/keys/", env!("CARGO_MANIFEST_DIR")))
+        .replace("\"templates/", &format!("\"{}/scenarios/templates/", env!("CARGO_MANIFEST_DIR")))
+        .replace("\"zones/", &format!("\"{}/scenarios/zones/", env!("CARGO_MANIFEST_DIR")));
+    std::fs::write(&relaxed, demo).unwrap();
+    let gate = Command::new(env!("CARGO_BIN_EXE_mailcanary")).arg("gate").arg(&directory).arg("--scenario").arg(&relaxed).output().unwrap();
+    assert_eq!(gate.status.code(), Some(0), "stdout: {}", String::from_utf8_lossy(&gate.stdout));
+
+    // JUnit XML names each criterion as a test case.
+    let junit = Command::new(env!("CARGO_BIN_EXE_mailcanary")).args(["report", "--format", "junit"]).arg(&directory).output().unwrap();
+    let junit = String::from_utf8_lossy(&junit.stdout);
+    assert!(junit.contains("<testcase classname=\"gate\" name=\"control accepted\">"), "{junit}");
+    assert!(junit.contains("failures=\"2\""), "{junit}");
+}
+
+/// Replaces the parts of a report that change from run to run.
+fn redact(text: &str) -> String {
+    let patterns = [
+        (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} UTC", "[time]"),
+        (r"\d{8}T\d{6}Z-[a-z0-9-]+", "[run id]"),
+        (r"mc[a-z2-7]{24}", "[token]"),
+        (r"mailcanary \d+\.\d+\.\d+", "mailcanary [version]"),
+    ];
+    let mut text = text.to_string();
+    for (pattern, replacement) in patterns {
+        text = regex::Regex::new(pattern).unwrap().replace_all(&text, replacement).into_owned();
+    }
+    text
+}
+
+/// Compares `actual` with `tests/snapshots/NAME`; with
+/// MAILCANARY_UPDATE_SNAPSHOTS=1 in the environment, writes it instead.
+fn check_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
+    if std::env::var_os("MAILCANARY_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} is missing; run with MAILCANARY_UPDATE_SNAPSHOTS=1 to create it", path.display()));
+    if expected != actual {
+        let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "{name} differs from the snapshot from line {}:\nexpected: {:?}\nactual:   {:?}\nrun with MAILCANARY_UPDATE_SNAPSHOTS=1 to accept the new output",
+            first + 1,
+            expected.lines().nth(first),
+            actual.lines().nth(first)
+        );
+    }
 }
 
 /// A scripted SMTP server on 127.0.0.1: answers each client line with the

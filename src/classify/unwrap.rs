@@ -33,9 +33,9 @@ const MAX_LAYERS: usize = 6;
 static STARTS_WITH_REPLY: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:[2-5]\d\d(?:[ -]|$)|#?[245]\.\d{1,3}\.\d{1,3}(?:\s|$))").unwrap());
 static POSTFIX_SAID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)^(?:.*?\s)?host (\S+?)\[([^\]]*)\] said:\s*(.*)$").unwrap());
+    LazyLock::new(|| Regex::new(r"(?s)^(?:.*?\s)??host (\S+?)\[([^\]]*)\] said:\s*(.*)$").unwrap());
 static POSTFIX_REFUSED: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)^(?:.*?\s)?host (\S+?)\[([^\]]*)\] refused to talk to me:\s*(.*)$").unwrap());
+    LazyLock::new(|| Regex::new(r"(?s)^(?:.*?\s)??host (\S+?)\[([^\]]*)\] refused to talk to me:\s*(.*)$").unwrap());
 static EXIM_ERROR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?s)^.*?(?:\bH=(\S+) \[([^\]]+)\][^:]*:\s*)?SMTP error from remote mail (?:server|host) after (.+?):\s+(?:host (\S+) \[([^\]]+)\]:\s*)?(.*)$",
