@@ -44,8 +44,29 @@ enum Command {
     Report(ReportArgs),
     /// Parse and check one saved message (.eml): authentication headers, Received chain, own checks.
     Inspect(InspectArgs),
+    /// Explain one SMTP reply or MTA log line: provider, reason, the IP it names, what to do.
+    Explain(ExplainArgs),
     /// Run the gateway simulator as a standalone SMTP receiver.
     Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExplainArgs {
+    /// The reply as the server sent it or as a log or bounce carried it
+    /// (Postfix, Exim and other MTA log lines are unwrapped); `-` reads it from stdin.
+    reply: String,
+
+    /// The MX host that sent the reply, which reveals the provider.
+    #[arg(long, value_name = "HOST")]
+    mx: Option<String>,
+
+    /// Print JSON: outcome, code, enhanced, provider, reason, ip, lookup_url, advice.
+    #[arg(long)]
+    json: bool,
+
+    /// Your own classification rules (TOML), tried before the built-in ones.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -186,7 +207,7 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
             emit(&crate::run::summary::render(&result.record, &result.directory));
             let verdict = result.record.verdict.as_ref().expect("run evaluates every completed run");
             emit(&format!("\n{}", crate::gate::render(verdict)));
-            Ok(verdict.checkpoint.exit_status())
+            Ok(verdict.exit_status())
         }
         Command::Gate(args) => {
             let record = crate::run::load_record(&args.run_dir)?;
@@ -199,7 +220,7 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
             };
             let verdict = crate::gate::evaluate(&record, &gate);
             emit(&format!("run {} ({})\n{}", record.run_id, record.scenario.name, crate::gate::render(&verdict)));
-            Ok(verdict.checkpoint.exit_status())
+            Ok(verdict.exit_status())
         }
         Command::Report(args) => {
             let record = crate::run::load_record(&args.run_dir)?;
@@ -214,6 +235,31 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
             Ok(ExitStatus::Healthy)
         }
         Command::Inspect(args) => inspect(args).await,
+        Command::Explain(args) => {
+            let input = if args.reply == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|error| Error::Usage(format!("cannot read the reply from stdin: {error}")))?;
+                text
+            } else {
+                args.reply.clone()
+            };
+            if input.trim().is_empty() {
+                return Err(Error::Usage("the reply is empty; paste the server's reply, such as \"421 4.7.0 ...\"".into()));
+            }
+            let user_rules = match &args.rules {
+                Some(file) => Some(crate::classify::load_user_rules(file)?),
+                None => None,
+            };
+            let rules = user_rules.as_ref().unwrap_or_else(|| crate::classify::Rules::builtin());
+            let (unwrapped, classification) = crate::classify::explain(&input, args.mx.as_deref(), rules);
+            if args.json {
+                emit(&(crate::classify::explain_json(&classification) + "\n"));
+            } else {
+                emit(&crate::classify::explain_text(&classification, &unwrapped));
+            }
+            Ok(ExitStatus::Healthy)
+        }
         Command::Sim(args) => {
             crate::sim::run_standalone(&args.policy, args.listen, &args.maildir).await?;
             Ok(ExitStatus::Healthy)

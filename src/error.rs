@@ -37,6 +37,9 @@ impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Config(_) | Error::PlanTooLarge(_) | Error::Usage(_) => ExitStatus::Usage,
+            // A policy file that is invalid or asks for a non-loopback
+            // address without allowing it is bad input, like a bad scenario.
+            Error::Simulator(crate::sim::SimError::Policy(_) | crate::sim::SimError::NonLoopbackListen { .. }) => ExitStatus::Usage,
             Error::RunDirectory { .. }
             | Error::Write { .. }
             | Error::Dns(_)

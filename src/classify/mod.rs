@@ -43,7 +43,7 @@ pub enum Provider {
     Other,
 }
 
-/// Why a receiver deferred or rejected, in the field's terms.
+/// The cause of a deferral or rejection, in the field's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
@@ -135,12 +135,12 @@ impl fmt::Display for Reason {
     }
 }
 
-/// What is known about a reply besides its text.
+/// The context of a reply: where it came from and which step it followed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplyContext {
     /// The MX host the reply came from.
     pub mx_host: Option<String>,
-    /// The step the reply answered.
+    /// The protocol step the reply belongs to.
     pub stage: Option<Step>,
     /// The source IP the path was bound to; when the reply names another
     /// address, the advice starts with that mismatch.
@@ -231,8 +231,9 @@ impl Rules {
             outcome: None,
         };
 
-        let (provider, provider_rule) =
-            self.detect_provider(&subject, context.mx_host.as_deref()).unwrap_or((Provider::Other, NO_RULE));
+        let (provider, provider_rule) = self
+            .detect_provider(&subject, context.mx_host.as_deref())
+            .unwrap_or((Provider::Other, NO_RULE));
         subject.provider = Some(provider);
 
         // A reply with a code or an enhanced code has its outcome from it,
@@ -240,7 +241,9 @@ impl Rules {
         let outcome = match reply.class() {
             Some(ReplyClass::PositiveIntermediate) => None,
             Some(_) => reply.outcome(),
-            None => self.outcome_from_wording(&subject).map(|(outcome, _)| outcome),
+            None => self
+                .outcome_from_wording(&subject)
+                .map(|(outcome, _)| outcome),
         };
         subject.outcome = outcome;
 
@@ -260,13 +263,22 @@ impl Rules {
             rule,
             advice: Vec::new(),
         };
-        classification.advice = self.advice(&classification, matched.map(|rule| rule.advice.as_slice()), context);
+        classification.advice = self.advice(
+            &classification,
+            matched.map(|rule| rule.advice.as_slice()),
+            context,
+        );
         classification
     }
 
     /// Collects the advice: an IP mismatch first, then the matched rule's
     /// own steps, then the reason's steps.
-    fn advice(&self, classification: &Classification, rule_steps: Option<&[String]>, context: &ReplyContext) -> Vec<String> {
+    fn advice(
+        &self,
+        classification: &Classification,
+        rule_steps: Option<&[String]>,
+        context: &ReplyContext,
+    ) -> Vec<String> {
         let mut advice = Vec::new();
         if let Some(bound) = context.source_ip
             && let Some(mismatch) = ip_mismatch(classification, bound)
@@ -283,7 +295,11 @@ impl Rules {
             };
             steps.extend(by_url);
         }
-        advice.extend(steps.into_iter().filter_map(|step| fill_placeholders(step, classification)));
+        advice.extend(
+            steps
+                .into_iter()
+                .filter_map(|step| fill_placeholders(step, classification)),
+        );
         advice
     }
 }

@@ -13,7 +13,11 @@ pub fn explain_text(classification: &Classification, unwrapped: &UnwrappedReply)
     let mut text = String::new();
 
     let _ = writeln!(text, "{}", headline(classification));
-    let _ = writeln!(text, "{}", reason_sentence(classification.reason, classification.provider));
+    let _ = writeln!(
+        text,
+        "{}",
+        reason_sentence(classification.reason, classification.provider)
+    );
     if let Some(ip) = classification.ip {
         let _ = writeln!(text, "The reply names the IP {ip}.");
     }
@@ -65,20 +69,34 @@ fn headline(classification: &Classification) -> String {
 }
 
 fn reason_sentence(reason: Reason, provider: Provider) -> String {
-    let who = provider.display_name();
+    let author = provider.display_name();
     let meaning = match reason {
-        Reason::IpReputation => format!("{who} distrusts the sending IP or its range, by its own reputation data"),
-        Reason::Blocklist => "a third-party blocklist named in the reply lists the sending IP or domain".to_owned(),
-        Reason::RateLimit => format!("{who} limits how fast it accepts mail from this sender"),
-        Reason::Authentication => "SPF, DKIM or DMARC did not pass, or the From domain is not aligned".to_owned(),
+        Reason::IpReputation => {
+            format!("{author} distrusts the sending IP or its range, by its own reputation data")
+        }
+        Reason::Blocklist => {
+            "a third-party blocklist named in the reply lists the sending IP or domain".to_owned()
+        }
+        Reason::RateLimit => format!("{author} limits how fast it accepts mail from this sender"),
+        Reason::Authentication => {
+            "SPF, DKIM or DMARC did not pass, or the From domain is not aligned".to_owned()
+        }
         Reason::Content => "the message content drew the verdict".to_owned(),
-        Reason::Policy => format!("a policy of {who} or of the recipient's organization refused the mail"),
+        Reason::Policy => {
+            format!("a policy of {author} or of the recipient's organization refused the mail")
+        }
         Reason::Recipient => "the problem is the recipient's, not the sender's".to_owned(),
         Reason::Greylist => "greylisting: the receiver wants to see a retry first".to_owned(),
         Reason::Tls => "TLS toward this receiver failed or is required".to_owned(),
-        Reason::Dns => "the sender's DNS is incomplete, mostly a missing or mismatched PTR record".to_owned(),
-        Reason::Capacity => "a fault or lack of resources at the receiver; nothing about the sender".to_owned(),
-        Reason::Protocol => "a problem in the SMTP session itself, not a verdict on the sender".to_owned(),
+        Reason::Dns => {
+            "the sender's DNS is incomplete, mostly a missing or mismatched PTR record".to_owned()
+        }
+        Reason::Capacity => {
+            "a fault or lack of resources at the receiver; nothing about the sender".to_owned()
+        }
+        Reason::Protocol => {
+            "a problem in the SMTP session itself, not a verdict on the sender".to_owned()
+        }
         Reason::Unknown => "the reply names no cause that the rules recognize".to_owned(),
     };
     format!("Reason: {reason}, meaning {meaning}.")

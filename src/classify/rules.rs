@@ -24,8 +24,9 @@ static BUILTIN: LazyLock<Rules> = LazyLock::new(|| {
         path: "src/classify/rules.toml".into(),
         text: BUILTIN_TEXT.to_owned(),
     };
-    Rules::from_source(&source)
-        .unwrap_or_else(|diagnostics| panic!("the built-in classification rules are invalid:\n{diagnostics}"))
+    Rules::from_source(&source).unwrap_or_else(|diagnostics| {
+        panic!("the built-in classification rules are invalid:\n{diagnostics}")
+    })
 });
 
 /// Compiled classification rules: provider detection, outcome clues,
@@ -84,7 +85,11 @@ impl Rules {
 
     /// Finds the provider: wording rules first, then MX suffix rules,
     /// because a wrapped or forwarded reply keeps its author's wording.
-    pub(super) fn detect_provider(&self, subject: &Subject<'_>, mx_host: Option<&str>) -> Option<(Provider, &str)> {
+    pub(super) fn detect_provider(
+        &self,
+        subject: &Subject<'_>,
+        mx_host: Option<&str>,
+    ) -> Option<(Provider, &str)> {
         let by_wording = self
             .providers
             .iter()
@@ -97,7 +102,11 @@ impl Rules {
         let host = mx_host?.trim().trim_end_matches('.').to_ascii_lowercase();
         self.providers
             .iter()
-            .find(|rule| rule.mx_suffixes.iter().any(|suffix| host_has_suffix(&host, suffix)))
+            .find(|rule| {
+                rule.mx_suffixes
+                    .iter()
+                    .any(|suffix| host_has_suffix(&host, suffix))
+            })
             .map(|rule| (rule.provider, rule.id.as_str()))
     }
 
@@ -111,7 +120,9 @@ impl Rules {
 
     /// Finds the first reason rule that matches.
     pub(super) fn match_reason(&self, subject: &Subject<'_>) -> Option<&ReasonRule> {
-        self.reasons.iter().find(|rule| rule.conditions.matches(subject))
+        self.reasons
+            .iter()
+            .find(|rule| rule.conditions.matches(subject))
     }
 
     pub(super) fn advice_for(&self, reason: Reason) -> Option<&Advice> {
@@ -119,7 +130,7 @@ impl Rules {
     }
 }
 
-/// What a rule is matched against: one reply with its context.
+/// The input of a rule: one reply with its context.
 pub(super) struct Subject<'a> {
     /// The reply text, codes removed and whitespace collapsed.
     pub text: &'a str,
@@ -200,31 +211,54 @@ impl Conditions {
         {
             return false;
         }
-        if !self.codes.is_empty() && !subject.code.is_some_and(|code| self.codes.iter().any(|range| range.contains(code))) {
-            return false;
-        }
-        if !self.enhanced.is_empty()
+        if !self.codes.is_empty()
             && !subject
-                .enhanced
-                .is_some_and(|enhanced| self.enhanced.iter().any(|pattern| pattern.matches(enhanced)))
+                .code
+                .is_some_and(|code| self.codes.iter().any(|range| range.contains(code)))
         {
             return false;
         }
-        if !self.stages.is_empty() && !subject.stage.is_some_and(|stage| self.stages.contains(&stage)) {
+        if !self.enhanced.is_empty()
+            && !subject.enhanced.is_some_and(|enhanced| {
+                self.enhanced
+                    .iter()
+                    .any(|pattern| pattern.matches(enhanced))
+            })
+        {
             return false;
         }
-        if !self.providers.is_empty() && !subject.provider.is_some_and(|provider| self.providers.contains(&provider)) {
+        if !self.stages.is_empty()
+            && !subject
+                .stage
+                .is_some_and(|stage| self.stages.contains(&stage))
+        {
             return false;
         }
-        if !self.outcomes.is_empty() && !subject.outcome.is_some_and(|outcome| self.outcomes.contains(&outcome)) {
+        if !self.providers.is_empty()
+            && !subject
+                .provider
+                .is_some_and(|provider| self.providers.contains(&provider))
+        {
+            return false;
+        }
+        if !self.outcomes.is_empty()
+            && !subject
+                .outcome
+                .is_some_and(|outcome| self.outcomes.contains(&outcome))
+        {
             return false;
         }
         !self.has_text_condition() || self.text_matches(subject)
     }
 
     fn text_matches(&self, subject: &Subject<'_>) -> bool {
-        self.contains.iter().any(|needle| subject.lowercase_text.contains(needle.as_str()))
-            || self.regexes.iter().any(|regex| regex.is_match(subject.text))
+        self.contains
+            .iter()
+            .any(|needle| subject.lowercase_text.contains(needle.as_str()))
+            || self
+                .regexes
+                .iter()
+                .any(|regex| regex.is_match(subject.text))
             || self
                 .raw_regexes
                 .iter()
@@ -244,7 +278,10 @@ impl CodeRange {
         let text = text.trim();
         if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
             let digit: u16 = class.parse().ok().filter(|digit| (2..=5).contains(digit))?;
-            return Some(CodeRange { low: digit * 100, high: digit * 100 + 99 });
+            return Some(CodeRange {
+                low: digit * 100,
+                high: digit * 100 + 99,
+            });
         }
         let (low, high) = match text.split_once('-') {
             Some((low, high)) => (low.trim().parse().ok()?, high.trim().parse().ok()?),
@@ -307,17 +344,28 @@ impl EnhancedPattern {
             }
             Some((low, high))
         };
-        Some(EnhancedPattern { class, subject, detail })
+        Some(EnhancedPattern {
+            class,
+            subject,
+            detail,
+        })
     }
 
     fn matches(self, enhanced: &str) -> bool {
-        let mut parts = enhanced.trim_start_matches('#').split('.').map(|part| part.parse::<u16>().ok());
-        let (Some(Some(class)), Some(Some(subject)), Some(Some(detail))) = (parts.next(), parts.next(), parts.next()) else {
+        let mut parts = enhanced
+            .trim_start_matches('#')
+            .split('.')
+            .map(|part| part.parse::<u16>().ok());
+        let (Some(Some(class)), Some(Some(subject)), Some(Some(detail))) =
+            (parts.next(), parts.next(), parts.next())
+        else {
             return false;
         };
         self.class.is_none_or(|expected| expected == class)
             && self.subject.is_none_or(|expected| expected == subject)
-            && self.detail.is_none_or(|(low, high)| (low..=high).contains(&detail))
+            && self
+                .detail
+                .is_none_or(|(low, high)| (low..=high).contains(&detail))
     }
 }
 
@@ -348,7 +396,7 @@ struct RawProviderRule {
     provider: Provider,
     #[serde(default)]
     mx_suffix: Vec<String>,
-    /// Why the rule exists; for readers of the file only.
+    /// The reason the rule exists, for readers of the file only.
     #[serde(default, rename = "note")]
     _note: Option<String>,
     #[serde(default)]
@@ -370,7 +418,7 @@ struct RawProviderRule {
 struct RawOutcomeRule {
     id: Spanned<String>,
     outcome: OutcomeName,
-    /// Why the rule exists; for readers of the file only.
+    /// The reason the rule exists, for readers of the file only.
     #[serde(default, rename = "note")]
     _note: Option<String>,
     #[serde(default)]
@@ -386,7 +434,7 @@ struct RawOutcomeRule {
 struct RawReasonRule {
     id: Spanned<String>,
     reason: Reason,
-    /// Why the rule exists; for readers of the file only.
+    /// The reason the rule exists, for readers of the file only.
     #[serde(default, rename = "note")]
     _note: Option<String>,
     #[serde(default)]
@@ -450,7 +498,8 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
     for (index, rule) in raw.provider.into_iter().enumerate() {
         let key = format!("provider[{index}]");
         check_id(&rule.id, &key, &mut seen_ids, errors);
-        let mut conditions = text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
+        let mut conditions =
+            text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
         conditions.codes = code_ranges(&rule.code, &key, errors);
         conditions.enhanced = enhanced_patterns(&rule.enhanced, &key, errors);
         conditions.stages = rule.stage;
@@ -480,18 +529,28 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
     for (index, rule) in raw.outcome.into_iter().enumerate() {
         let key = format!("outcome[{index}]");
         check_id(&rule.id, &key, &mut seen_ids, errors);
-        let conditions = text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
+        let conditions =
+            text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
         if conditions.is_empty() {
-            errors.push(FieldError::at(&rule.id, key.clone(), "the rule has no condition; add contains, regex or raw_regex"));
+            errors.push(FieldError::at(
+                &rule.id,
+                key.clone(),
+                "the rule has no condition; add contains, regex or raw_regex",
+            ));
         }
-        outcomes.push(OutcomeRule { id: rule.id.into_inner(), outcome: rule.outcome.into(), conditions });
+        outcomes.push(OutcomeRule {
+            id: rule.id.into_inner(),
+            outcome: rule.outcome.into(),
+            conditions,
+        });
     }
 
     let mut reasons = Vec::new();
     for (index, rule) in raw.reason.into_iter().enumerate() {
         let key = format!("reason[{index}]");
         check_id(&rule.id, &key, &mut seen_ids, errors);
-        let mut conditions = text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
+        let mut conditions =
+            text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
         conditions.codes = code_ranges(&rule.code, &key, errors);
         conditions.enhanced = enhanced_patterns(&rule.enhanced, &key, errors);
         conditions.stages = rule.stage;
@@ -505,31 +564,57 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
                 "the rule has no condition, so it would match every reply; add at least one",
             ));
         }
-        reasons.push(ReasonRule { id: rule.id.into_inner(), reason: rule.reason, advice: rule.advice, conditions });
+        reasons.push(ReasonRule {
+            id: rule.id.into_inner(),
+            reason: rule.reason,
+            advice: rule.advice,
+            conditions,
+        });
     }
 
     let advice = raw
         .advice
         .into_iter()
         .map(|(reason, raw)| {
-            let advice = Advice { steps: raw.steps, with_url: raw.with_url, without_url: raw.without_url };
+            let advice = Advice {
+                steps: raw.steps,
+                with_url: raw.with_url,
+                without_url: raw.without_url,
+            };
             (reason, advice)
         })
         .collect();
 
-    Rules { providers, outcomes, reasons, advice }
+    Rules {
+        providers,
+        outcomes,
+        reasons,
+        advice,
+    }
 }
 
-fn check_id(id: &Spanned<String>, key: &str, seen: &mut BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
+fn check_id(
+    id: &Spanned<String>,
+    key: &str,
+    seen: &mut BTreeMap<String, String>,
+    errors: &mut Vec<FieldError>,
+) {
     if id.get_ref().trim().is_empty() {
-        errors.push(FieldError::at(id, format!("{key}.id"), "empty rule id; give the rule a short name"));
+        errors.push(FieldError::at(
+            id,
+            format!("{key}.id"),
+            "empty rule id; give the rule a short name",
+        ));
         return;
     }
     if let Some(first) = seen.insert(id.get_ref().clone(), key.to_owned()) {
         errors.push(FieldError::at(
             id,
             format!("{key}.id"),
-            format!("duplicate rule id {:?}, already used by {first}", id.get_ref()),
+            format!(
+                "duplicate rule id {:?}, already used by {first}",
+                id.get_ref()
+            ),
         ));
     }
 }
@@ -542,28 +627,52 @@ fn text_conditions(
     errors: &mut Vec<FieldError>,
 ) -> Conditions {
     Conditions {
-        contains: contains.iter().map(|needle| needle.to_lowercase()).collect(),
+        contains: contains
+            .iter()
+            .map(|needle| needle.to_lowercase())
+            .collect(),
         regexes: compile_regexes(regex, &format!("{key}.regex"), errors),
         raw_regexes: compile_regexes(raw_regex, &format!("{key}.raw_regex"), errors),
         ..Conditions::default()
     }
 }
 
-fn compile_regexes(patterns: &[Spanned<String>], key: &str, errors: &mut Vec<FieldError>) -> Vec<Regex> {
+fn compile_regexes(
+    patterns: &[Spanned<String>],
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Vec<Regex> {
     let mut compiled = Vec::new();
     for pattern in patterns {
-        match RegexBuilder::new(pattern.get_ref()).case_insensitive(true).build() {
+        match RegexBuilder::new(pattern.get_ref())
+            .case_insensitive(true)
+            .build()
+        {
             Ok(regex) => compiled.push(regex),
             Err(error) => {
-                let detail = error.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                errors.push(FieldError::at(pattern, key, format!("invalid regex {:?}: {detail}", pattern.get_ref())));
+                let detail = error
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                errors.push(FieldError::at(
+                    pattern,
+                    key,
+                    format!("invalid regex {:?}: {detail}", pattern.get_ref()),
+                ));
             }
         }
     }
     compiled
 }
 
-fn code_ranges(values: &[Spanned<String>], key: &str, errors: &mut Vec<FieldError>) -> Vec<CodeRange> {
+fn code_ranges(
+    values: &[Spanned<String>],
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Vec<CodeRange> {
     values
         .iter()
         .filter_map(|value| {
@@ -580,7 +689,11 @@ fn code_ranges(values: &[Spanned<String>], key: &str, errors: &mut Vec<FieldErro
         .collect()
 }
 
-fn enhanced_patterns(values: &[Spanned<String>], key: &str, errors: &mut Vec<FieldError>) -> Vec<EnhancedPattern> {
+fn enhanced_patterns(
+    values: &[Spanned<String>],
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> Vec<EnhancedPattern> {
     values
         .iter()
         .filter_map(|value| {

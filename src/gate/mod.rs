@@ -12,7 +12,7 @@ use crate::collect::Placement;
 use crate::exit::ExitStatus;
 use crate::run::record::{AttemptRecord, CopyRecord, MessageRecord, RunRecord};
 use crate::scenario::{Gate, Role};
-use crate::smtp::record::Outcome;
+use crate::smtp::record::{Failure, Outcome};
 
 /// The gate's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,9 +58,21 @@ impl Checkpoint {
 pub struct Criterion {
     pub name: String,
     pub passed: bool,
+    /// False when nothing could be checked (no copy was found, say); such a
+    /// criterion counts as passed and is shown as not evaluated.
+    #[serde(default = "evaluated_by_default")]
+    pub evaluated: bool,
     /// The checkpoint this criterion forces when it fails.
     pub severity: Checkpoint,
     pub detail: String,
+}
+
+fn evaluated_by_default() -> bool {
+    true
+}
+
+fn criterion(name: impl Into<String>, passed: bool, severity: Checkpoint, detail: impl Into<String>) -> Criterion {
+    Criterion { name: name.into(), passed, evaluated: true, severity, detail: detail.into() }
 }
 
 /// Counts for one group of messages.
@@ -103,12 +115,28 @@ pub struct Tallies {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub checkpoint: Checkpoint,
+    /// False when the run cannot be judged as it stands: it was interrupted,
+    /// messages were never sent, a path could not send from its own address,
+    /// or a mailbox could not be read. The exit code is then 1.
+    #[serde(default = "evaluated_by_default")]
+    pub complete: bool,
+    /// Why the run is not complete.
+    #[serde(default)]
+    pub incomplete: Vec<String>,
     pub criteria: Vec<Criterion>,
     /// Sentences in the field's words, most important first.
     pub diagnosis: Vec<String>,
     pub tallies: Tallies,
     /// The thresholds this verdict was computed with.
     pub gate: Gate,
+}
+
+impl Verdict {
+    /// The exit status of `run` and `gate`: the checkpoint's, or 1 when the
+    /// run cannot be evaluated.
+    pub fn exit_status(&self) -> ExitStatus {
+        if self.complete { self.checkpoint.exit_status() } else { ExitStatus::RunFailed }
+    }
 }
 
 /// Everything known about one planned message.
@@ -120,8 +148,33 @@ struct View<'a> {
 }
 
 impl View<'_> {
+    /// Deferred, rejected, or failed at the receiver's end (refused
+    /// connection, timeout, drop, TLS): what the receiver did to the mail.
     fn refused(&self) -> bool {
-        matches!(self.message.outcome, Some(Outcome::Deferred | Outcome::Rejected | Outcome::Failed))
+        match self.message.outcome {
+            Some(Outcome::Deferred | Outcome::Rejected) => true,
+            Some(Outcome::Failed) => self.local_failure().is_none(),
+            Some(Outcome::Accepted) | None => false,
+        }
+    }
+
+    /// Why the message says nothing about the receiver: it was never sent,
+    /// or its attempt failed on our side (the source IP could not be bound,
+    /// the seed domain could not be resolved, a local I/O error).
+    fn local_failure(&self) -> Option<String> {
+        if self.message.outcome.is_none() {
+            return Some(match &self.message.error {
+                Some(error) => format!("message {} was never sent: {error}", self.message.sequence),
+                None => format!("message {} was never sent", self.message.sequence),
+            });
+        }
+        let attempt = self.last_attempt?;
+        match &attempt.failure {
+            Some(failure @ (Failure::Bind { .. } | Failure::Dns { .. } | Failure::Io { .. })) => {
+                Some(format!("path {} could not send to {}: {failure}", attempt.path, attempt.seed))
+            }
+            _ => None,
+        }
     }
 
     fn accepted(&self) -> bool {
@@ -153,13 +206,32 @@ pub fn evaluate(record: &RunRecord, gate: &Gate) -> Verdict {
         .map(|criterion| criterion.severity)
         .max()
         .unwrap_or(Checkpoint::Healthy);
-    if checkpoint == Checkpoint::Healthy {
-        diagnosis.insert(
-            0,
-            "every control message was accepted without a new deferral, found in the inbox and authenticated: resume volume gradually, watching the same replies".to_string(),
-        );
+
+    let mut incomplete = Vec::new();
+    if record.interrupted {
+        incomplete.push("the run was interrupted before every message reached a final outcome".to_string());
     }
-    Verdict { checkpoint, criteria, diagnosis, tallies, gate: gate.clone() }
+    let mut local: Vec<String> = views.iter().filter_map(View::local_failure).collect();
+    local.dedup();
+    incomplete.extend(local);
+    for (mailbox, error) in &record.collection_errors {
+        incomplete.push(format!("mailbox {mailbox} could not be read: {error}"));
+    }
+    for reason in incomplete.iter().rev() {
+        diagnosis.insert(0, format!("not a verdict on the receiver: {reason}; fix this and run again"));
+    }
+
+    if checkpoint == Checkpoint::Healthy && incomplete.is_empty() {
+        let clean = control.iter().all(|view| view.accepted() && !view.message.cleared_after_retry)
+            && criteria.iter().all(|criterion| criterion.passed && criterion.evaluated);
+        let sentence = if clean {
+            "every control message was accepted without a new deferral, found in the inbox and authenticated: resume volume gradually, watching the same replies"
+        } else {
+            "healthy within this gate's thresholds, which tolerate what the criteria below show: resume gradually and watch those replies"
+        };
+        diagnosis.insert(0, sentence.to_string());
+    }
+    Verdict { checkpoint, complete: incomplete.is_empty(), incomplete, criteria, diagnosis, tallies, gate: gate.clone() }
 }
 
 fn views(record: &RunRecord) -> Vec<View<'_>> {
@@ -234,20 +306,20 @@ fn describe_refusal(view: &View) -> String {
     let reply = view
         .last_attempt
         .and_then(|attempt| attempt.reply.as_ref())
-        .and_then(|reply| reply.lines.first())
-        .cloned()
+        .map(|reply| reply.lines.join(" "))
+        .or_else(|| view.last_attempt.and_then(|attempt| attempt.failure.as_ref()).map(|failure| format!("no reply: {failure}")))
         .unwrap_or_else(|| "no reply".into());
     format!("{} -> {}: {}", view.message.path, view.message.seed, reply)
 }
 
 fn check_control_delivery(record: &RunRecord, gate: &Gate, control: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
     if control.is_empty() {
-        criteria.push(Criterion {
-            name: "control messages sent".into(),
-            passed: false,
-            severity: Checkpoint::Warning,
-            detail: "the scenario has no control stream, so nothing separates reputation from content".into(),
-        });
+        criteria.push(criterion(
+            "control messages sent",
+            false,
+            Checkpoint::Warning,
+            "the scenario has no control stream, so nothing separates reputation from content",
+        ));
         return;
     }
     let refused: Vec<&&View> = control.iter().filter(|view| view.refused()).collect();
@@ -277,23 +349,30 @@ fn check_control_delivery(record: &RunRecord, gate: &Gate, control: &[&View], cr
     }
 
     let mut detail = format!("{} of {} control messages accepted", control.len() - refused.len(), control.len());
-    for view in refused.iter().take(5) {
+    const LISTED: usize = 20;
+    for view in refused.iter().take(LISTED) {
         let _ = write!(detail, "; {}", describe_refusal(view));
     }
+    if refused.len() > LISTED {
+        let _ = write!(detail, "; and {} more", refused.len() - LISTED);
+    }
     if !broad.is_empty() {
-        criteria.push(Criterion { name: "control accepted".into(), passed: false, severity: Checkpoint::Critical, detail });
+        criteria.push(criterion("control accepted", false, Checkpoint::Critical, detail));
         let reasons = refusal_reasons(&refused);
+        let reading = if reasons.contains("authentication") {
+            "the receiver names an authentication problem, so fix the record it names first".to_string()
+        } else if reasons.iter().all(|reason| matches!(reason.as_str(), "ip-reputation" | "blocklist" | "rate-limit")) {
+            "IP or range reputation, not content".to_string()
+        } else {
+            format!("the receiver's reasons: {}", reasons.iter().cloned().collect::<Vec<_>>().join(", "))
+        };
         diagnosis.push(format!(
-            "control deferred too, across {}: {}; hold volume and take the evidence packet to the receiver",
-            broad.join(", "),
-            if reasons.contains("authentication") {
-                "the receiver names an authentication problem, so fix the record it names first".to_string()
-            } else {
-                "IP or range reputation, not content".to_string()
-            }
+            "control deferred too, across {}: {reading}; hold volume and take the evidence packet to the receiver",
+            broad.join(", ")
         ));
+        diagnosis.extend(readings_by_reason(record, &refused));
     } else if rate > gate.max_control_deferral_rate {
-        criteria.push(Criterion { name: "control accepted".into(), passed: false, severity: Checkpoint::Warning, detail });
+        criteria.push(criterion("control accepted", false, Checkpoint::Warning, detail));
         let refused_paths: BTreeSet<&str> = refused.iter().map(|view| view.message.path.as_str()).collect();
         let clean_paths: BTreeSet<&str> = control
             .iter()
@@ -302,20 +381,71 @@ fn check_control_delivery(record: &RunRecord, gate: &Gate, control: &[&View], cr
             .collect();
         let refused_list = refused_paths.iter().map(|path| describe_path(record, path)).collect::<Vec<_>>().join(", ");
         if clean_paths.is_empty() {
-            diagnosis.push(format!("part of the control mail is refused on {refused_list}: reputation is borderline for these seeds; throttle and retest"));
+            diagnosis.push(format!("part of the control mail is refused on {refused_list}, at some seeds only"));
         } else {
             diagnosis.push(format!(
-                "only part of the range or pool defers: control refused on {refused_list} while {} accepted it; the reputation problem is specific to those IPs, so move volume off them and throttle",
+                "only part of the range or pool is refused: control refused on {refused_list} while {} accepted it, so the problem is specific to those paths",
                 clean_paths.iter().map(|path| describe_path(record, path)).collect::<Vec<_>>().join(", ")
             ));
         }
+        diagnosis.extend(readings_by_reason(record, &refused));
     } else {
-        criteria.push(Criterion { name: "control accepted".into(), passed: true, severity: Checkpoint::Critical, detail });
+        criteria.push(criterion("control accepted", true, Checkpoint::Critical, detail));
     }
 }
 
+/// One sentence per kind of refusal, naming the paths and what to do, in
+/// the field's terms.
+fn readings_by_reason(record: &RunRecord, refused: &[&&View]) -> Vec<String> {
+    let mut groups: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+    for view in refused {
+        let classification = view.last_attempt.and_then(|attempt| attempt.classification.as_ref());
+        let key = match (classification, view.last_attempt.and_then(|attempt| attempt.failure.as_ref())) {
+            (Some(classification), _) => classification.reason.as_str().to_string(),
+            (None, Some(Failure::ConnectionDropped { .. })) => "dropped".to_string(),
+            (None, Some(Failure::TimedOut { .. })) => "timed-out".to_string(),
+            (None, _) => "no-reply".to_string(),
+        };
+        let entry = groups.entry(key).or_default();
+        entry.0.insert(describe_path(record, &view.message.path));
+        if let Some(url) = classification.and_then(|classification| classification.lookup_url.clone()) {
+            entry.1.insert(url);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(reason, (paths, urls))| {
+            let paths = paths.into_iter().collect::<Vec<_>>().join(", ");
+            let lookup = if urls.is_empty() { String::new() } else { format!(" (lookup: {})", urls.into_iter().collect::<Vec<_>>().join(", ")) };
+            let advice = match reason.as_str() {
+                "ip-reputation" => "the receiver judges the reputation of these IPs: move volume off them, throttle, and ask for review with this evidence",
+                "blocklist" => "these IPs are on a blocklist the receiver uses: request delisting at the named list before sending from them",
+                "rate-limit" => "the receiver rate-limits these IPs: slow down per IP and spread volume",
+                "authentication" => "the receiver refuses on authentication: fix the SPF, DKIM or DMARC record it names first",
+                "content" => "the receiver refuses the content: change the message, not the IP",
+                "policy" => "a policy of the receiver refuses the mail (not reputation): check the receiver's restriction or our routing",
+                "recipient" => "the receiver refuses the recipient: fix the seed address or the route to it; this says nothing about reputation",
+                "greylist" => "greylisted: expected to clear on a later retry",
+                "tls" => "TLS failed: check the certificate and protocol settings on both sides",
+                "dns" => "the receiver could not resolve our names: check PTR, HELO and MAIL FROM records",
+                "capacity" => "the receiver was busy: retry later; this says nothing about reputation",
+                "protocol" => "the SMTP dialogue failed: read the transcript",
+                "dropped" => "the receiver dropped the connection without a reply: capacity or a silent block; read the transcript",
+                "timed-out" => "the receiver did not answer in time: capacity or a silent block",
+                _ => "the reply does not say why: read the transcript",
+            };
+            format!("{reason} on {paths}{lookup}: {advice}")
+        })
+        .collect()
+}
+
 fn refusal_reasons(refused: &[&&View]) -> BTreeSet<String> {
-    refused.iter().filter_map(|view| view.last_attempt).filter_map(|attempt| attempt.reason.clone()).collect()
+    refused
+        .iter()
+        .filter_map(|view| view.last_attempt)
+        .filter_map(|attempt| attempt.classification.as_ref())
+        .map(|classification| classification.reason.as_str().to_string())
+        .collect()
 }
 
 fn describe_path(record: &RunRecord, name: &str) -> String {
@@ -331,19 +461,22 @@ fn describe_path(record: &RunRecord, name: &str) -> String {
 fn check_retries(gate: &Gate, views: &[View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
     let cleared: Vec<&View> = views.iter().filter(|view| view.message.cleared_after_retry).collect();
     let passed = cleared.is_empty() || gate.allow_cleared_deferrals;
-    let detail = if cleared.is_empty() {
-        "no message needed a retry to be accepted".to_string()
-    } else {
-        format!(
-            "{} messages were accepted only after a deferral: {}",
-            cleared.len(),
+    let detail = match cleared.len() {
+        0 => "no message needed a retry to be accepted".to_string(),
+        count => format!(
+            "{count} {} accepted only after a deferral: {}",
+            if count == 1 { "message was" } else { "messages were" },
             cleared.iter().map(|view| format!("{} -> {}", view.message.path, view.message.seed)).collect::<Vec<_>>().join(", ")
-        )
+        ),
     };
     if !cleared.is_empty() && !gate.allow_cleared_deferrals {
-        diagnosis.push("a deferral cleared on retry: the receiver still throttles these paths, so raise volume slowly and watch for the deferral coming back".to_string());
+        let paths: BTreeSet<&str> = cleared.iter().map(|view| view.message.path.as_str()).collect();
+        diagnosis.push(format!(
+            "a deferral cleared on retry on {}: the receiver still throttles these paths, so raise volume slowly and watch for the deferral coming back",
+            paths.into_iter().collect::<Vec<_>>().join(", ")
+        ));
     }
-    criteria.push(Criterion { name: "no deferral that cleared only on retry".into(), passed, severity: Checkpoint::Warning, detail });
+    criteria.push(criterion("no deferral that cleared only on retry", passed, Checkpoint::Warning, detail));
 }
 
 fn check_placement(record: &RunRecord, gate: &Gate, control: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
@@ -358,14 +491,14 @@ fn check_placement(record: &RunRecord, gate: &Gate, control: &[&View], criteria:
 
     let mut detail = format!("{inbox} of {} accepted control copies in the inbox", accepted.len());
     if !spam.is_empty() {
-        let _ = write!(detail, "; in spam: {}", spam.iter().map(|view| view.message.seed.as_str()).collect::<Vec<_>>().join(", "));
+        let _ = write!(detail, "; in spam: {}", spam.iter().map(|view| format!("{} via {}", view.message.seed, view.message.path)).collect::<Vec<_>>().join(", "));
         diagnosis.push(format!(
             "{} accepted control copies landed in spam: the gateway accepts the mail but filters it, so check content and authentication before volume",
             spam.len()
         ));
     }
     if !missing.is_empty() {
-        let _ = write!(detail, "; not found: {}", missing.iter().map(|view| view.message.seed.as_str()).collect::<Vec<_>>().join(", "));
+        let _ = write!(detail, "; not found: {}", missing.iter().map(|view| format!("message {} to {} via {}", view.message.sequence, view.message.seed, view.message.path)).collect::<Vec<_>>().join(", "));
         diagnosis.push(format!(
             "{} accepted control copies were not found in the seed mailboxes within the collection timeout: quarantined or held after acceptance",
             missing.len()
@@ -382,7 +515,7 @@ fn check_placement(record: &RunRecord, gate: &Gate, control: &[&View], criteria:
         let _ = write!(detail, "; unreadable mailboxes: {}", record.collection_errors.keys().cloned().collect::<Vec<_>>().join(", "));
     }
     let passed = spam.is_empty() && missing.is_empty() && unchecked.is_empty() && record.collection_errors.is_empty();
-    criteria.push(Criterion { name: "control in the inbox".into(), passed, severity: Checkpoint::Warning, detail });
+    criteria.push(criterion("control in the inbox", passed, Checkpoint::Warning, detail));
 }
 
 fn check_authentication(gate: &Gate, control: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
@@ -401,7 +534,7 @@ fn check_authentication(gate: &Gate, control: &[&View], criteria: &mut Vec<Crite
                     failures.push(format!("{}={result} for {} via {}", name, view.message.seed, view.message.path));
                 }
             }
-            let passed = failures.is_empty() && checked > 0;
+            let passed = failures.is_empty();
             let detail = if checked == 0 {
                 format!("no control copy carried a {name} result {label}")
             } else if failures.is_empty() {
@@ -415,10 +548,11 @@ fn check_authentication(gate: &Gate, control: &[&View], criteria: &mut Vec<Crite
                     failures[0]
                 ));
             }
-            // Without any copy the gate cannot claim authentication passed,
-            // but nothing failed either.
-            let severity = if checked == 0 { Checkpoint::Warning } else { Checkpoint::Critical };
-            criteria.push(Criterion { name: format!("control {name} passes {label}"), passed, severity, detail });
+            // Without any copy nothing can be claimed either way; the copies'
+            // absence is judged by the delivery and placement criteria.
+            let mut result = criterion(format!("control {name} passes {label}"), passed, Checkpoint::Critical, detail);
+            result.evaluated = checked > 0;
+            criteria.push(result);
         }
     }
     for (view, copy) in &copies {
@@ -451,12 +585,22 @@ fn check_bulk(gate: &Gate, control: &[&View], bulk: &[&View], criteria: &mut Vec
         }
     }
     if !split_paths.is_empty() {
+        let volume = refused
+            .iter()
+            .filter(|view| split_paths.contains(view.message.path.as_str()))
+            .filter_map(|view| view.last_attempt.and_then(|attempt| attempt.classification.as_ref()))
+            .all(|classification| classification.reason.as_str() == "rate-limit");
+        let advice = if volume {
+            "the receiver names volume or rate, so slow down per IP before judging the content"
+        } else {
+            "fix the bulk content and list before volume"
+        };
         diagnosis.push(format!(
-            "control accepted, bulk deferred on the same IP ({}): traffic quality or volume, not DNS; fix the bulk content and list before volume",
+            "control accepted, bulk deferred on the same IP ({}): traffic quality or volume, not DNS; {advice}",
             split_paths.iter().copied().collect::<Vec<_>>().join(", ")
         ));
     }
-    criteria.push(Criterion { name: "bulk accepted".into(), passed, severity: Checkpoint::Warning, detail });
+    criteria.push(criterion("bulk accepted", passed, Checkpoint::Warning, detail));
 }
 
 /// The provider comparison: only one provider refusing points at its view
@@ -498,8 +642,18 @@ pub fn render(verdict: &Verdict) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "checkpoint: {} ({})", verdict.checkpoint.as_str(), verdict.checkpoint.action());
     for criterion in &verdict.criteria {
-        let mark = if criterion.passed { "pass" } else { "FAIL" };
+        let mark = match (criterion.evaluated, criterion.passed) {
+            (false, _) => "n/a ",
+            (true, true) => "pass",
+            (true, false) => "FAIL",
+        };
         let _ = writeln!(out, "  [{mark}] {}: {}", criterion.name, criterion.detail);
+    }
+    if !verdict.complete {
+        let _ = writeln!(out, "the run cannot be evaluated as it stands (exit code 1):");
+        for reason in &verdict.incomplete {
+            let _ = writeln!(out, "  - {reason}");
+        }
     }
     if !verdict.diagnosis.is_empty() {
         let _ = writeln!(out, "diagnosis:");

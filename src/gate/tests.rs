@@ -51,6 +51,10 @@ fn verdicts(receiver_dkim: &str) -> CopyVerdicts {
     }
 }
 
+fn attempt_reply(text: &str) -> Option<crate::smtp::record::Reply> {
+    (!text.is_empty()).then(|| crate::smtp::record::Reply::parse_text(text))
+}
+
 fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
     let time = Utc.with_ymd_and_hms(2026, 12, 4, 12, 0, 0).unwrap();
     let mut paths: Vec<PathInfo> = Vec::new();
@@ -89,9 +93,9 @@ fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
             started_at: time,
             finished_at: time,
             outcome: message.outcome,
-            reply: (!reply.is_empty()).then(|| crate::smtp::record::Reply::parse_text(reply)),
+            reply: attempt_reply(reply),
             failure: None,
-            reason: (message.outcome == Outcome::Deferred).then(|| "ip-reputation".to_string()),
+            classification: attempt_reply(reply).map(|reply| crate::classify::classify(&reply, &Default::default())),
             ip_mismatch: None,
             transactions: Vec::new(),
             transcript: PathBuf::new(),
@@ -191,7 +195,12 @@ fn part_of_pool_deferred_is_warning() {
     let verdict = evaluate(&run, &Gate::default());
     assert_eq!(verdict.checkpoint, Checkpoint::Warning);
     assert_eq!(failed_criteria(&verdict), vec!["control accepted"]);
-    assert!(verdict.diagnosis.iter().any(|line| line.contains("only part of the range or pool defers") && line.contains("b-11 (192.0.2.11)")), "{:?}", verdict.diagnosis);
+    assert!(verdict.diagnosis.iter().any(|line| line.contains("only part of the range or pool is refused") && line.contains("b-11 (192.0.2.11)")), "{:?}", verdict.diagnosis);
+    assert!(
+        verdict.diagnosis.iter().any(|line| line.starts_with("ip-reputation on b-11 (192.0.2.11) (lookup: https://ipcheck.proofpoint.com/?ip=192.0.2.10)")),
+        "{:?}",
+        verdict.diagnosis
+    );
 }
 
 #[test]
@@ -283,6 +292,44 @@ fn deferral_rate_threshold_allows_some() {
     assert_eq!(strict.checkpoint, Checkpoint::Warning);
     let tolerant = Gate { max_control_deferral_rate: 0.25, ..Gate::default() };
     assert_eq!(evaluate(&run, &tolerant).checkpoint, Checkpoint::Healthy);
+}
+
+#[test]
+fn relaying_denied_is_not_reputation() {
+    let mut run = record(
+        &[control("b-10", "s1@pp.example.net", Outcome::Accepted), control("b-11", "s2@pp.example.net", Outcome::Rejected)],
+        PROOFPOINT,
+    );
+    let reply = crate::smtp::record::Reply::parse_text("550 5.7.1 <s2@pp.example.net>: Relay access denied");
+    run.attempts[1].classification = Some(crate::classify::classify(&reply, &Default::default()));
+    run.attempts[1].reply = Some(reply);
+    let verdict = evaluate(&run, &Gate::default());
+    assert_eq!(verdict.checkpoint, Checkpoint::Warning);
+    assert!(!verdict.diagnosis.iter().any(|line| line.contains("ip-reputation")), "{:?}", verdict.diagnosis);
+}
+
+#[test]
+fn interrupted_run_is_incomplete() {
+    let mut run = record(&[control("b-10", "s1@pp.example.net", Outcome::Accepted)], PROOFPOINT);
+    run.interrupted = true;
+    run.messages.push(MessageRecord { sequence: 2, outcome: None, attempts: Vec::new(), placement: None, ..run.messages[0].clone() });
+    let verdict = evaluate(&run, &Gate::default());
+    assert!(!verdict.complete);
+    assert_eq!(verdict.exit_status().code(), 1);
+    assert!(verdict.incomplete.iter().any(|reason| reason.contains("interrupted")), "{:?}", verdict.incomplete);
+    assert!(verdict.incomplete.iter().any(|reason| reason.contains("message 2 was never sent")), "{:?}", verdict.incomplete);
+}
+
+#[test]
+fn healthy_sentence_only_when_true() {
+    let run = record(
+        &[control("b-10", "s1@pp.example.net", Outcome::Accepted), control("b-11", "s2@pp.example.net", Outcome::Deferred)],
+        PROOFPOINT,
+    );
+    let tolerant = Gate { max_control_deferral_rate: 0.5, ..Gate::default() };
+    let verdict = evaluate(&run, &tolerant);
+    assert_eq!(verdict.checkpoint, Checkpoint::Healthy);
+    assert!(verdict.diagnosis[0].starts_with("healthy within this gate's thresholds"), "{:?}", verdict.diagnosis);
 }
 
 #[test]

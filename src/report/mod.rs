@@ -20,6 +20,13 @@ pub fn markdown(record: &RunRecord, verdict: &Verdict) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Deliverability evidence: {}\n", record.scenario.name);
     let _ = writeln!(out, "**Checkpoint: {}** ({})\n", verdict.checkpoint.as_str(), verdict.checkpoint.action());
+    if !verdict.complete {
+        let _ = writeln!(out, "**This run is incomplete and is not a verdict on the receiver:**\n");
+        for reason in &verdict.incomplete {
+            let _ = writeln!(out, "- {}", escape(reason));
+        }
+        out.push('\n');
+    }
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| run | `{}` |", record.run_id);
     let _ = writeln!(out, "| started | {} |", record.started_at.format(TIME_FORMAT));
@@ -254,7 +261,11 @@ fn providers_section(out: &mut String, verdict: &Verdict) {
 fn criteria_section(out: &mut String, criteria: &[Criterion]) {
     let _ = writeln!(out, "\n## Gate criteria\n");
     for criterion in criteria {
-        let mark = if criterion.passed { "pass" } else { "FAIL" };
+        let mark = match (criterion.evaluated, criterion.passed) {
+            (false, _) => "not evaluated",
+            (true, true) => "pass",
+            (true, false) => "FAIL",
+        };
         let _ = writeln!(out, "- **{mark}** {}: {}", criterion.name, escape(&criterion.detail));
     }
 }
@@ -301,7 +312,9 @@ pub fn junit(record: &RunRecord, verdict: &Verdict) -> String {
     );
     for criterion in &verdict.criteria {
         let _ = write!(out, "  <testcase classname=\"gate\" name=\"{}\"", xml(&criterion.name));
-        if criterion.passed {
+        if !criterion.evaluated {
+            let _ = writeln!(out, ">\n    <skipped message=\"{}\"/>\n  </testcase>", xml(&criterion.detail));
+        } else if criterion.passed {
             let _ = writeln!(out, "/>");
         } else {
             let _ = writeln!(

@@ -154,6 +154,28 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
     Ok(RunResult { directory: directory.path, record })
 }
 
+/// Names the provider behind each seed domain: the one its servers' replies
+/// or MX host reveal most often, or `other` when none does.
+fn seed_providers(attempts: &[AttemptRecord]) -> std::collections::BTreeMap<String, String> {
+    let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for attempt in attempts {
+        let domain = crate::scenario::address::domain_of(&attempt.seed).to_ascii_lowercase();
+        let entry = counts.entry(domain).or_default();
+        if let Some(classification) = &attempt.classification
+            && classification.provider != crate::classify::Provider::Other
+        {
+            *entry.entry(classification.provider.as_str().to_string()).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(domain, providers)| {
+            let provider = providers.into_iter().max_by_key(|(_, count)| *count).map_or_else(|| "other".to_string(), |(name, _)| name);
+            (domain, provider)
+        })
+        .collect()
+}
+
 /// Reads `run.json` from a run directory.
 pub fn load_record(run_directory: &std::path::Path) -> Result<RunRecord, Error> {
     let path = run_directory.join("run.json");
@@ -293,6 +315,7 @@ fn build_record(
     simulator: Option<SimulatorInfo>,
 ) -> RunRecord {
     let totals = Totals::from_messages(&recorder.messages, recorder.attempts.len());
+    let seed_providers = seed_providers(&recorder.attempts);
     let mut routes: Vec<(String, String)> = routes.into_iter().map(|(domain, route)| (domain, format!("{}:{}", route.host, route.port))).collect();
     routes.sort();
     RunRecord {
@@ -339,7 +362,7 @@ fn build_record(
         messages: recorder.messages,
         attempts: recorder.attempts,
         totals,
-        seed_providers: Default::default(),
+        seed_providers,
         copies: Vec::new(),
         collection_errors: Default::default(),
         verdict: None,

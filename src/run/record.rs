@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::classify::Classification;
 use crate::collect::Placement;
 use crate::gate::Verdict;
 use crate::plan::PlannedMessage;
@@ -190,8 +191,9 @@ pub struct AttemptRecord {
     /// The reply that decided the outcome, repeated from the transaction.
     pub reply: Option<Reply>,
     pub failure: Option<Failure>,
-    /// The reason word of the decisive reply's classification.
-    pub reason: Option<String>,
+    /// The decisive reply read like a postmaster: provider, reason, the IP
+    /// it names and its lookup URL.
+    pub classification: Option<Classification>,
     /// Set when the reply names another IP than the path's source IP.
     pub ip_mismatch: Option<String>,
     /// Every connection made for this attempt: MX hosts that could not be

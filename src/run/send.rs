@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use super::record::AttemptRecord;
+use crate::classify::ReplyContext;
 use crate::dns::Dns;
 use crate::message::{self, ComposeContext, TrackingToken};
 use crate::plan::PlannedMessage;
@@ -229,6 +230,17 @@ impl Sender {
         if failure.is_none() {
             failure = last.and_then(|transaction| transaction.failure.clone());
         }
+        let classification = reply.as_ref().map(|reply| {
+            let stage = last.and_then(|transaction| transaction.decisive.and_then(|index| transaction.exchanges.get(index))).map(|exchange| exchange.step);
+            let context = ReplyContext { mx_host: last.map(|transaction| transaction.mx_host.clone()), stage, source_ip: path.source_ip };
+            crate::classify::classify(reply, &context)
+        });
+        // A reply naming another IP than the one bound is only meaningful
+        // when it refuses the mail for that IP's sake.
+        let ip_mismatch = match (&classification, path.source_ip) {
+            (Some(classification), Some(bound)) if outcome != Outcome::Accepted => crate::classify::ip_mismatch(classification, bound),
+            _ => None,
+        };
         AttemptRecord {
             number,
             sequence: planned.sequence,
@@ -245,8 +257,8 @@ impl Sender {
             outcome,
             reply,
             failure,
-            reason: None,
-            ip_mismatch: None,
+            classification,
+            ip_mismatch,
             transactions,
             transcript: Default::default(),
         }
