@@ -193,12 +193,15 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
         Command::Check(args) => {
             let scenario = Scenario::load(&args.scenario)?;
             let plan = Plan::build(&scenario)?;
+            scenario.check_source_addresses().map_err(Error::Usage)?;
             emit(&plan.render(&scenario));
             emit("\nscenario is valid; nothing was sent\n");
             Ok(ExitStatus::Healthy)
         }
         Command::Run(args) => {
             let scenario = Scenario::load(&args.scenario)?;
+            Plan::build(&scenario)?;
+            scenario.check_source_addresses().map_err(Error::Usage)?;
             let options = crate::run::RunOptions {
                 runs_dir: args.runs_dir,
                 progress: !args.no_progress && std::io::stderr().is_terminal(),

@@ -93,11 +93,14 @@ impl SourceFile {
     /// unknown key, a wrong type) into a located diagnostic.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Diagnostics> {
         toml::from_str(&self.text).map_err(|error| {
-            let message = error.message().trim_end().to_string();
+            let mut message = error.message().trim_end().to_string();
+            if message.starts_with("invalid type") || message.starts_with("invalid value") {
+                message.push_str("; write a value of the type this key takes (docs/scenario.md lists each key's type)");
+            }
             Diagnostics(vec![Diagnostic {
                 file: self.path.clone(),
                 position: error.span().map(|span| self.line_column(span.start)),
-                key: None,
+                key: error.span().and_then(|span| self.key_at(span.start)),
                 message,
             }])
         })
@@ -116,6 +119,27 @@ impl SourceFile {
                 })
                 .collect(),
         )
+    }
+
+    /// Returns the dotted key written on the line of `offset`, prefixed by
+    /// the table header above it (`delivery.retry`), when the line is a
+    /// plain `key = value` line.
+    pub fn key_at(&self, offset: usize) -> Option<String> {
+        let offset = offset.min(self.text.len());
+        let line_start = self.text[..offset].rfind('\n').map_or(0, |index| index + 1);
+        let line = self.text[line_start..].lines().next().unwrap_or("");
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim().trim_matches('"');
+        let valid = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c));
+        if !valid {
+            return None;
+        }
+        let table = self.text[..line_start].lines().rev().map(str::trim).find(|line| line.starts_with('['));
+        let table = table.map(|header| header.trim_start_matches('[').trim_end_matches(']').trim().to_string());
+        Some(match table {
+            Some(table) if !table.is_empty() => format!("{table}.{key}"),
+            _ => key.to_string(),
+        })
     }
 
     /// Returns the 1-based line and column (in characters) of a byte offset.

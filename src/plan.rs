@@ -84,12 +84,14 @@ impl Plan {
         let _ = writeln!(out, "scenario: {} ({})", scenario.name, scenario.file.display());
         let _ = writeln!(out, "messages: {} (max_messages = {})", self.messages.len(), scenario.max_messages);
 
-        let mut by_stream_path: BTreeMap<(&str, &str), (Role, &str, usize)> = BTreeMap::new();
+        // Streams in scenario order, then paths in plan order.
+        let mut by_stream_path: Vec<((&str, &str), (Role, &str, usize))> = Vec::new();
         for message in &self.messages {
-            let entry = by_stream_path
-                .entry((message.stream.as_str(), message.path.as_str()))
-                .or_insert((message.role, message.pool.as_str(), 0));
-            entry.2 += 1;
+            let key = (message.stream.as_str(), message.path.as_str());
+            match by_stream_path.iter_mut().find(|(existing, _)| *existing == key) {
+                Some((_, entry)) => entry.2 += 1,
+                None => by_stream_path.push((key, (message.role, message.pool.as_str(), 1))),
+            }
         }
         let _ = writeln!(out, "\n{:<20} {:<8} {:<16} {:<12} {:>8}", "stream", "role", "path", "pool", "messages");
         for ((stream, path), (role, pool, count)) in &by_stream_path {
@@ -110,10 +112,17 @@ impl Plan {
         for message in &self.messages {
             *by_seed.entry(message.seed.as_str()).or_default() += 1;
         }
-        let _ = writeln!(out, "\n{:<40} {:>8}", "seed", "messages");
+        let _ = writeln!(out, "\n{:<40} {:>8}  delivered to", "seed", "messages");
         for (seed, count) in by_seed {
-            let _ = writeln!(out, "{seed:<40} {count:>8}");
+            let domain = crate::scenario::address::domain_of(seed).to_ascii_lowercase();
+            let route = match (scenario.delivery.routes.get(&domain), &scenario.simulator) {
+                (Some(route), _) => format!("route {}:{}", route.host, route.port),
+                (None, Some(_)) => "the built-in simulator".to_string(),
+                (None, None) => format!("MX hosts of {domain}, port 25"),
+            };
+            let _ = writeln!(out, "{seed:<40} {count:>8}  {route}");
         }
-        out
+        // Padding leaves trailing spaces on short last columns.
+        out.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n"
     }
 }

@@ -148,7 +148,13 @@ fn reader_for(scenario: &Scenario, name: &str, simulator: Option<(&Path, &str)>)
             } else {
                 spam_folders.clone()
             };
-            Ok(MailboxReader::Maildir(MaildirReader { roots: vec![root.clone()], spam_folders }))
+            // The root is read as a Maildir, and so is `<root>/<seed address>`
+            // for each seed of this mailbox: the layout the simulator writes.
+            let mut roots = vec![root.clone()];
+            for seed in scenario.seeds.iter().filter(|seed| seed.mailbox.as_deref() == Some(name)) {
+                roots.push(root.join(&seed.address));
+            }
+            Ok(MailboxReader::Maildir(MaildirReader { roots, spam_folders }))
         }
         // TODO: read IMAP mailboxes; until then their seeds' copies are
         // reported as not collected, with this message.

@@ -259,7 +259,8 @@ impl Recorder {
                     attempt.number, attempt.sequence, attempt.try_number, attempt.stream, attempt.path, attempt.pool, attempt.seed
                 );
                 let text: String = if attempt.transactions.is_empty() {
-                    format!("=== {heading}\n*** no connection was made: {:?}\n", attempt.failure)
+                    let failure = attempt.failure.as_ref().map_or_else(|| "no reason recorded".to_string(), ToString::to_string);
+                    format!("=== {heading}\n*** no connection was made: {failure}\n")
                 } else {
                     attempt
                         .transactions

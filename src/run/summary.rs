@@ -70,7 +70,7 @@ pub fn render(record: &RunRecord, directory: &Path) -> String {
         }
         let what = match (&attempt.reply, &attempt.failure) {
             (Some(reply), _) => reply.lines.join(" | "),
-            (None, Some(failure)) => format!("no reply: {failure:?}"),
+            (None, Some(failure)) => format!("no reply: {failure}"),
             (None, None) => "no reply".to_string(),
         };
         let _ = writeln!(out, "  {} ({} -> {}): {}", attempt.path, attempt.started_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), attempt.seed, what);

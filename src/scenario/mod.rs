@@ -311,6 +311,24 @@ impl Scenario {
         self.paths.iter().find(|path| path.name == name)
     }
 
+    /// Checks that every path's source IP belongs to this host, by binding
+    /// it (no packet is sent). A path that cannot bind its address would
+    /// send nothing, and its failures would say nothing about the receiver.
+    pub fn check_source_addresses(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for path in &self.paths {
+            let Some(ip) = path.source_ip else { continue };
+            if let Err(error) = std::net::UdpSocket::bind((ip, 0)) {
+                problems.push(format!(
+                    "path {}: source_ip {ip} cannot be bound on this host ({error}); add the address to an interface, or correct source_ip in {}",
+                    path.name,
+                    self.file.display()
+                ));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
+    }
+
     /// The distinct recipient domains of all seeds, in seed order.
     pub fn seed_domains(&self) -> Vec<String> {
         let mut domains: Vec<String> = Vec::new();

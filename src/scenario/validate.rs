@@ -188,7 +188,9 @@ fn check_sender(checker: &mut Checker, table: &raw::SenderTable) -> Option<Sende
         checker.error(&table.from, "sender.from", message.clone());
     }
     let mail_from = table.mail_from.get_ref().trim().to_string();
-    if let Err(message) = check_addr_spec(&mail_from) {
+    if mail_from.contains('<') {
+        checker.error(&table.mail_from, "sender.mail_from", "mail_from is the envelope sender (MAIL FROM) and takes a bare address such as bounces@example.com, without a display name or angle brackets");
+    } else if let Err(message) = check_addr_spec(&mail_from) {
         checker.error(&table.mail_from, "sender.mail_from", message);
     }
     let reply_to = table.reply_to.as_ref().and_then(|value| match EmailAddress::parse(value.get_ref()) {
@@ -231,7 +233,8 @@ fn check_dkim(checker: &mut Checker, tables: &[raw::DkimTable]) -> Vec<DkimSigne
             }
         }
         if !headers.is_empty() && !headers.iter().any(|name| name.eq_ignore_ascii_case("from")) {
-            checker.error_without_span(format!("{key}.headers"), "the signed headers must include From (RFC 6376 section 5.4)");
+            let first = table.headers.as_ref().and_then(|list| list.first()).expect("headers is not empty");
+            checker.error(first, format!("{key}.headers"), "the signed headers must include From (RFC 6376 section 5.4)");
         }
         let expiration = table.expiration.as_ref().and_then(|value| checker.duration(value, &format!("{key}.expiration")));
 
@@ -339,7 +342,7 @@ fn split_host_port(text: &str, default_port: u16) -> Result<(String, u16), Strin
     if port == 0 {
         return Err("port 0 is not a valid destination".into());
     }
-    if host.parse::<IpAddr>().is_err() {
+    if host.parse::<IpAddr>().is_err() && !host.eq_ignore_ascii_case("localhost") {
         check_hostname(host)?;
     }
     Ok((host.to_ascii_lowercase(), port))

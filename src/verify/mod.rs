@@ -246,6 +246,10 @@ async fn own_checks(
 fn dkim_keyword(result: &DkimResult) -> (&'static str, Option<String>) {
     match result {
         DkimResult::Pass => ("pass", None),
+        // mail-auth 0.13 reports a body hash mismatch as neutral; RFC 6376
+        // section 6.3 makes it a permanent failure, which receivers write as
+        // dkim=fail.
+        DkimResult::Neutral(error @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch)) => ("fail", Some(error.to_string())),
         DkimResult::Neutral(error) => ("neutral", Some(error.to_string())),
         DkimResult::Fail(error) => ("fail", Some(error.to_string())),
         DkimResult::PermError(error) => ("permerror", Some(error.to_string())),
@@ -315,6 +319,9 @@ fn explain_disagreements(verdicts: &CopyVerdicts, source_ip: Option<IpAddr>) -> 
                 }
             }
             ("dmarc", false) => format!("dmarc={theirs} at the receiver but pass on our check: the receiver found no aligned pass (see its spf and dkim results)"),
+            ("dkim", true) if own.dkim.iter().any(|verdict| verdict.detail.as_deref().is_some_and(|detail| detail.to_ascii_lowercase().contains("body hash"))) => {
+                format!("dkim=pass at the receiver but {ours} on our check with a body hash mismatch: this copy was changed after delivery (edited, re-encoded or re-saved by a mail client or tool)")
+            }
             (_, _) => format!("{method}=pass at the receiver but {ours} on our check: the records changed since delivery, or our resolver sees other answers"),
         };
         explanations.push(sentence);
