@@ -1,0 +1,11 @@
+//! The integration suite in one test binary, so the crate is linked once.
+
+mod auth_proofpoint;
+mod auth_results;
+mod classify_logs;
+mod classify_replies;
+mod run_demo;
+mod scenario_check;
+mod sim_server;
+mod smtp_client;
+mod smtp_replies;
