@@ -52,8 +52,8 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ExplainArgs {
-    /// The reply as the server sent it or as a log or bounce carried it
-    /// (Postfix, Exim and other MTA log lines are unwrapped); `-` reads it from stdin.
+    /// The reply as the server sent it, or as a log or bounce carried it, since
+    /// Postfix, Exim and other MTA log lines are unwrapped. `-` reads it from stdin.
     reply: String,
 
     /// The MX host that sent the reply, which reveals the provider.

@@ -37,7 +37,7 @@ impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             Error::Config(_) | Error::PlanTooLarge(_) | Error::Usage(_) => ExitStatus::Usage,
-            // A policy file that is invalid or asks for a non-loopback
+            // A policy file that is invalid or requests a non-loopback
             // address without allowing it is bad input, like a bad scenario.
             Error::Simulator(crate::sim::SimError::Policy(_) | crate::sim::SimError::NonLoopbackListen { .. }) => ExitStatus::Usage,
             Error::RunDirectory { .. }

@@ -1,7 +1,7 @@
 //! The process exit codes, in one table. `main` maps every result through
 //! [`ExitStatus::code`], and nothing else calls `process::exit`.
 
-/// What a finished command tells its caller (a cron job, CI, an MTA
+/// The result a finished command reports to its caller (a cron job, CI, an MTA
 /// operator's script) through its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExitStatus {

@@ -26,7 +26,7 @@ pub struct MaildirReader {
 impl MaildirReader {
     /// Scans every folder of every root for files carrying one of `tokens`
     /// in the tracking header or the Message-ID. A root that does not exist
-    /// yet holds nothing; any other read failure is an error.
+    /// yet contains nothing; any other read failure is an error.
     pub fn find(&self, tokens: &BTreeSet<String>) -> Result<Vec<FoundCopy>, CollectError> {
         let mut found = Vec::new();
         for root in &self.roots {
@@ -68,7 +68,7 @@ impl MaildirReader {
     }
 }
 
-/// The INBOX (the root) and every Maildir++ subfolder (`.Name`).
+/// Lists the INBOX (the root) and every Maildir++ subfolder (`.Name`).
 fn folders(root: &Path) -> Result<Vec<(String, PathBuf)>, CollectError> {
     let mut folders = vec![("INBOX".to_string(), root.to_path_buf())];
     let entries = match fs::read_dir(root) {

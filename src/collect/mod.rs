@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where a delivered copy landed.
+/// The folder kind a delivered copy landed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Placement {
@@ -30,7 +30,7 @@ pub struct FoundCopy {
     /// The folder as the mailbox names it: `INBOX`, `Junk`, …
     pub folder: String,
     pub placement: Placement,
-    /// Where the copy was read from: a file path for Maildir.
+    /// The copy's source: a file path for Maildir.
     pub location: String,
     pub bytes: Vec<u8>,
     pub found_at: DateTime<Utc>,
@@ -43,7 +43,7 @@ pub enum CollectError {
     Maildir { path: PathBuf, source: std::io::Error },
 }
 
-/// A mailbox kind. `find` returns the copies among `tokens` that it holds
+/// A mailbox kind. `find` returns the copies among `tokens` that it contains
 /// now; callers poll it until every token is found or time runs out.
 pub enum MailboxReader {
     Maildir(maildir::MaildirReader),
@@ -66,7 +66,7 @@ impl MailboxReader {
 
 /// Polls every mailbox until each expected token is found or `timeout`
 /// passes. Returns the copies found, keyed by token, and the mailboxes that
-/// could not be read (each with its error); a failing mailbox does not stop
+/// could not be read, each with its error. A failing mailbox does not stop
 /// the others.
 pub async fn collect(
     mailboxes: &mut BTreeMap<String, (MailboxReader, BTreeSet<String>)>,

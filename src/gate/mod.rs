@@ -14,7 +14,7 @@ use crate::run::record::{AttemptRecord, CopyRecord, MessageRecord, RunRecord};
 use crate::scenario::{Gate, Role};
 use crate::smtp::record::{Failure, Outcome};
 
-/// The gate's answer.
+/// The gate's result for a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Checkpoint {
@@ -43,7 +43,7 @@ impl Checkpoint {
         }
     }
 
-    /// What the checkpoint tells the sender to do.
+    /// Returns the action the checkpoint calls for.
     pub fn action(self) -> &'static str {
         match self {
             Checkpoint::Healthy => "resume gradually",
@@ -115,12 +115,12 @@ pub struct Tallies {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub checkpoint: Checkpoint,
-    /// False when the run cannot be judged as it stands: it was interrupted,
+    /// False when the run cannot be judged: it was interrupted,
     /// messages were never sent, a path could not send from its own address,
     /// or a mailbox could not be read. The exit code is then 1.
     #[serde(default = "evaluated_by_default")]
     pub complete: bool,
-    /// Why the run is not complete.
+    /// The reasons the run is not complete.
     #[serde(default)]
     pub incomplete: Vec<String>,
     pub criteria: Vec<Criterion>,
@@ -132,8 +132,8 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// The exit status of `run` and `gate`: the checkpoint's, or 1 when the
-    /// run cannot be evaluated.
+    /// Returns the exit status of `run` and `gate`: the checkpoint's, or 1
+    /// when the run cannot be evaluated.
     pub fn exit_status(&self) -> ExitStatus {
         if self.complete { self.checkpoint.exit_status() } else { ExitStatus::RunFailed }
     }
@@ -158,7 +158,7 @@ impl View<'_> {
         }
     }
 
-    /// Why the message says nothing about the receiver: it was never sent,
+    /// Returns why the message tells nothing about the receiver: it was never sent,
     /// or its attempt failed on our side (the source IP could not be bound,
     /// the seed domain could not be resolved, a local I/O error).
     fn local_failure(&self) -> Option<String> {
@@ -394,8 +394,8 @@ fn check_control_delivery(record: &RunRecord, gate: &Gate, control: &[&View], cr
     }
 }
 
-/// One sentence per kind of refusal, naming the paths and what to do, in
-/// the field's terms.
+/// Writes one sentence per kind of refusal, naming the paths and what to
+/// do, in the field's terms.
 fn readings_by_reason(record: &RunRecord, refused: &[&&View]) -> Vec<String> {
     let mut groups: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
     for view in refused {
@@ -603,8 +603,8 @@ fn check_bulk(gate: &Gate, control: &[&View], bulk: &[&View], criteria: &mut Vec
     criteria.push(criterion("bulk accepted", passed, Checkpoint::Warning, detail));
 }
 
-/// The provider comparison: only one provider refusing points at its view
-/// of our range; every provider refusing points at our own traffic or
+/// Compares providers. Only one provider refusing points at its view of
+/// our range, while every provider refusing points at our own traffic or
 /// infrastructure.
 fn diagnose_providers(tallies: &Tallies, diagnosis: &mut Vec<String>) {
     let refusing: Vec<&String> = tallies.by_provider.iter().filter(|(_, tally)| tally.refused() > 0).map(|(name, _)| name).collect();

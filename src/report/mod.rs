@@ -172,7 +172,7 @@ fn control_section(out: &mut String, record: &RunRecord) {
     }
 }
 
-/// Every distinct refusal, verbatim, with when and from which IPs it came.
+/// Lists every distinct refusal verbatim, with its times and source IPs.
 fn missing_section(out: &mut String, record: &RunRecord) {
     let notes: Vec<String> = record
         .messages

@@ -20,7 +20,7 @@ pub const SIMULATOR_MAILBOX: &str = "simulator";
 /// Folder names that count as spam when a Maildir mailbox lists none.
 const DEFAULT_SPAM_FOLDERS: [&str; 4] = ["Junk", "Spam", "Quarantine", "Bulk"];
 
-/// What the collection step found.
+/// The result of the collection step.
 pub struct Collected {
     pub copies: Vec<CopyRecord>,
     pub errors: BTreeMap<String, String>,
@@ -35,7 +35,7 @@ pub async fn collect_and_verify(
     dns: &Dns,
     messages: &mut [MessageRecord],
 ) -> Result<Collected, Error> {
-    // Which mailbox holds each seed's copies.
+    // The mailbox that receives each seed's copies.
     let mailbox_of = |seed: &str| -> Option<String> {
         let declared = scenario.seeds.iter().find(|candidate| candidate.address == seed).and_then(|seed| seed.mailbox.clone());
         declared.or_else(|| simulator.map(|_| SIMULATOR_MAILBOX.to_string()))

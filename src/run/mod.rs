@@ -1,5 +1,5 @@
-//! `mailcanary run`: plan, start DNS and the simulator when the scenario asks
-//! for them, send every planned message with full transcripts, and write the
+//! `mailcanary run`: plan, start DNS and the simulator when the scenario has
+//! them, send every planned message with full transcripts, and write the
 //! run directory.
 
 pub mod artifacts;
@@ -25,10 +25,10 @@ use crate::plan::Plan;
 use crate::scenario::{Route, Scenario};
 use crate::smtp::record::Outcome;
 
-/// How `run` was invoked.
+/// Options of the `run` command.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Where run directories are created.
+    /// Directory in which run directories are created.
     pub runs_dir: PathBuf,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,

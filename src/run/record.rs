@@ -29,7 +29,7 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     /// True when the run was stopped (Ctrl-C) before every message reached a
-    /// final outcome; the record then holds what was done until then.
+    /// final outcome; the record then contains what was done until then.
     pub interrupted: bool,
     pub sender: SenderInfo,
     pub paths: Vec<PathInfo>,
@@ -62,7 +62,7 @@ pub struct CopyRecord {
     pub mailbox: String,
     pub folder: String,
     pub placement: Placement,
-    /// Where the copy was read: a Maildir file or an IMAP folder and UID.
+    /// The copy's source: a Maildir file, or an IMAP folder and UID.
     pub location: String,
     /// The copy saved in the run directory, relative to it.
     pub saved_as: PathBuf,
@@ -116,7 +116,7 @@ pub struct DeliveryInfo {
 pub struct DnsInfo {
     pub zones: Vec<PathBuf>,
     pub nameservers: Vec<SocketAddr>,
-    /// The in-process server that answered the zones, when there were any.
+    /// The in-process server that served the zones, when there were any.
     pub local_server: Option<SocketAddr>,
 }
 
@@ -159,14 +159,14 @@ pub struct MessageRecord {
     pub outcome: Option<Outcome>,
     /// Accepted after at least one deferred or failed attempt.
     pub cleared_after_retry: bool,
-    /// Where the delivered copy landed; `None` when the seed has no mailbox
+    /// The folder kind the delivered copy landed in; `None` when the seed has no mailbox
     /// to read or the message was not accepted.
     pub placement: Option<Placement>,
     /// Why no delivered copy was found or looked for: the message was
     /// deferred, rejected, failed or never sent, was accepted but not
     /// delivered in time, or its seed has no readable mailbox.
     pub missing_reason: Option<String>,
-    /// Why the message could not be composed or signed, if it could not.
+    /// The error that kept the message from being composed or signed.
     pub error: Option<String>,
 }
 
@@ -197,7 +197,7 @@ pub struct AttemptRecord {
     /// Set when the reply names another IP than the path's source IP.
     pub ip_mismatch: Option<String>,
     /// Every connection made for this attempt: MX hosts that could not be
-    /// reached first, then the one that answered.
+    /// reached first, then the one that replied.
     pub transactions: Vec<Transaction>,
     /// The transcript file, relative to the run directory.
     pub transcript: PathBuf,

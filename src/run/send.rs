@@ -22,7 +22,7 @@ use crate::scenario::{Content, Path, Route, Scenario, StartTlsMode};
 use crate::smtp::client::{self, AttemptRequest};
 use crate::smtp::record::{Failure, Outcome, Transaction};
 
-/// What the send tasks report to the recorder, in the order it happened.
+/// An event the send tasks report to the recorder, in the order it happened.
 #[derive(Debug)]
 pub enum Event {
     Composed { sequence: u32, token: String, message_id: String, size: u64, signatures: Vec<String> },
@@ -185,7 +185,7 @@ impl Sender {
     }
 
     /// Makes one attempt: resolves where the seed's mail goes, then connects
-    /// to each target in order until one answers.
+    /// to each target in order until one replies.
     async fn attempt(&self, path: &Path, planned: &PlannedMessage, try_number: u32, message: Arc<[u8]>) -> AttemptRecord {
         let number = self.attempt_numbers.fetch_add(1, Ordering::SeqCst) + 1;
         let started_at = Utc::now();
@@ -354,9 +354,9 @@ impl Sender {
     }
 }
 
-/// Deferrals and transient failures are retried; rejections, a source IP
-/// that cannot be bound and DNS failures are not, since a retry would only
-/// repeat them.
+/// Returns whether an attempt is retried. Deferrals and transient failures
+/// are. Rejections, a source IP that cannot be bound and DNS failures are
+/// not, because a retry would only repeat them.
 fn is_retryable(record: &AttemptRecord) -> bool {
     match record.outcome {
         Outcome::Deferred => true,

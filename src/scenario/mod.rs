@@ -152,7 +152,7 @@ pub struct Seed {
     pub mailbox: Option<String>,
 }
 
-/// Where the delivered copies of seeds are read back.
+/// A mailbox from which the delivered copies of seeds are read back.
 #[derive(Debug, Clone, Serialize)]
 pub enum Mailbox {
     Maildir {
@@ -169,8 +169,8 @@ pub struct ImapMailbox {
     pub port: u16,
     pub tls: ImapTls,
     pub username: String,
-    /// Where the password comes from; the password itself is read only when
-    /// the mailbox is opened and is never stored in a record.
+    /// The source of the password. The password itself is read only when the
+    /// mailbox is opened and is never stored in a record.
     pub password: SecretSource,
     pub ca_file: Option<PathBuf>,
     pub accept_invalid_certs: bool,
@@ -254,7 +254,7 @@ pub struct Timeouts {
 }
 
 impl Default for Timeouts {
-    /// The minimums of RFC 5321 section 4.5.3.2, and 30 s to connect.
+    /// Returns the minimums of RFC 5321 section 4.5.3.2, and 30 s to connect.
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(30),
@@ -313,7 +313,7 @@ impl Scenario {
 
     /// Checks that every path's source IP belongs to this host, by binding
     /// it (no packet is sent). A path that cannot bind its address would
-    /// send nothing, and its failures would say nothing about the receiver.
+    /// send nothing, and its failures would tell nothing about the receiver.
     pub fn check_source_addresses(&self) -> Result<(), String> {
         let mut problems = Vec::new();
         for path in &self.paths {
@@ -329,7 +329,7 @@ impl Scenario {
         if problems.is_empty() { Ok(()) } else { Err(problems.join("\n")) }
     }
 
-    /// The distinct recipient domains of all seeds, in seed order.
+    /// Returns the distinct recipient domains of all seeds, in seed order.
     pub fn seed_domains(&self) -> Vec<String> {
         let mut domains: Vec<String> = Vec::new();
         for seed in &self.seeds {

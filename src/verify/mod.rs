@@ -28,11 +28,12 @@ pub struct MethodVerdict {
     /// and DMARC.
     pub domain: Option<String>,
     pub selector: Option<String>,
-    /// Why, where the checker says: a comment, a reason, an error.
+    /// The checker's explanation, where it gives one: a comment, a reason,
+    /// an error.
     pub detail: Option<String>,
 }
 
-/// What the receiving gateway wrote into the copy.
+/// The receiving gateway's verdicts, as written into the copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReceiverVerdicts {
     /// The header's position among the copy's header fields, top first.
@@ -41,7 +42,7 @@ pub struct ReceiverVerdicts {
     pub methods: Vec<MethodVerdict>,
 }
 
-/// What mailcanary computed on the copy.
+/// Verdicts that mailcanary computed on the copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnVerdicts {
     /// One entry per DKIM-Signature found.
@@ -66,8 +67,8 @@ pub struct CopyVerdicts {
 }
 
 impl CopyVerdicts {
-    /// The receiver's summary result for `method`: `pass` when any DKIM
-    /// signature passed, else the first result written.
+    /// Returns the receiver's summary result for `method`: `pass` when any
+    /// DKIM signature passed, else the first result written.
     pub fn receiver_result(&self, method: &str) -> Option<&str> {
         let methods = &self.receiver.as_ref()?.methods;
         summary(methods.iter().filter(|verdict| verdict.method == method))
@@ -125,9 +126,9 @@ pub async fn verify_copy(
         .and_then(|(_, value)| crate::auth::received::parse_date(value));
     let gateway_hop = crate::auth::received::gateway_hop(&received, trusted, date);
 
-    // The gateway saw the client address in its Received line; that is what
-    // SPF must be evaluated for, and it is the path's source IP unless NAT or
-    // a relay stood between.
+    // SPF must be evaluated for the address the gateway saw. That is the
+    // path's source IP unless NAT or a relay stood between, and the gateway's
+    // Received line shows it.
     let client_ip = envelope.client_ip.or_else(|| gateway_hop.as_ref().and_then(|hop| hop.client_ip));
     let own = own_checks(authenticator, copy, client_ip, envelope).await;
 
