@@ -97,6 +97,7 @@ fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
             failure: None,
             classification: attempt_reply(reply).map(|reply| crate::classify::classify(&reply, &Default::default())),
             ip_mismatch: None,
+            negative_replies: Vec::new(),
             transactions: Vec::new(),
             transcript: PathBuf::new(),
         });

@@ -15,7 +15,7 @@ use crate::gate::Verdict;
 use crate::plan::PlannedMessage;
 use crate::verify::CopyVerdicts;
 use crate::scenario::Role;
-use crate::smtp::record::{Failure, Outcome, Reply, Transaction};
+use crate::smtp::record::{Failure, Outcome, Reply, Step, Transaction};
 
 /// Bumped when a field changes meaning or is removed.
 pub const FORMAT_VERSION: u32 = 1;
@@ -196,11 +196,26 @@ pub struct AttemptRecord {
     pub classification: Option<Classification>,
     /// Set when the reply names another IP than the path's source IP.
     pub ip_mismatch: Option<String>,
+    /// Every 4xx or 5xx reply of the attempt, decisive or not (a refused
+    /// STARTTLS, a failover host's deferral), each with its reading.
+    #[serde(default)]
+    pub negative_replies: Vec<ReplyReading>,
     /// Every connection made for this attempt: MX hosts that could not be
     /// reached first, then the one that replied.
     pub transactions: Vec<Transaction>,
     /// The transcript file, relative to the run directory.
     pub transcript: PathBuf,
+}
+
+/// One negative reply and its classification.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReplyReading {
+    /// Index into the attempt's `transactions`.
+    pub transaction: usize,
+    /// Index into that transaction's `exchanges`.
+    pub exchange: usize,
+    pub step: Step,
+    pub classification: Classification,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use chrono::Utc;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
-use super::record::AttemptRecord;
+use super::record::{AttemptRecord, ReplyReading};
 use crate::classify::ReplyContext;
 use crate::dns::Dns;
 use crate::message::{self, ComposeContext, TrackingToken};
@@ -235,6 +235,19 @@ impl Sender {
             let context = ReplyContext { mx_host: last.map(|transaction| transaction.mx_host.clone()), stage, source_ip: path.source_ip };
             crate::classify::classify(reply, &context)
         });
+        let mut negative_replies = Vec::new();
+        for (transaction_index, transaction) in transactions.iter().enumerate() {
+            for (exchange_index, exchange) in transaction.exchanges.iter().enumerate() {
+                let Some(reply) = exchange.reply.as_ref().filter(|reply| reply.code.is_some_and(|code| code >= 400)) else { continue };
+                let context = ReplyContext { mx_host: Some(transaction.mx_host.clone()), stage: Some(exchange.step), source_ip: path.source_ip };
+                negative_replies.push(ReplyReading {
+                    transaction: transaction_index,
+                    exchange: exchange_index,
+                    step: exchange.step,
+                    classification: crate::classify::classify(reply, &context),
+                });
+            }
+        }
         // A reply naming another IP than the one bound is only meaningful
         // when it refuses the mail for that IP's sake.
         let ip_mismatch = match (&classification, path.source_ip) {
@@ -259,6 +272,7 @@ impl Sender {
             failure,
             classification,
             ip_mismatch,
+            negative_replies,
             transactions,
             transcript: Default::default(),
         }

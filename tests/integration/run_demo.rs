@@ -382,3 +382,84 @@ fn unbindable_source_ip_sends_nothing() {
     assert!(stderr.contains("path p1: source_ip 192.0.2.10 cannot be bound on this host"), "stderr: {stderr}");
     assert!(!runs.exists(), "nothing is sent and no run directory is made");
 }
+
+#[test]
+fn reply_naming_another_ip_is_flagged() {
+    let directory = tempfile::tempdir().unwrap();
+    let (port, server) = scripted_server(vec![
+        Some("220 mx.customer-b.example.net ESMTP\r\n"),
+        Some("250 mx.customer-b.example.net\r\n"),
+        Some("421 Deferred - please refer to https://ipcheck.proofpoint.com/?ip=203.0.113.99\r\n"),
+    ]);
+    let scenario = routed_scenario(directory.path(), port, "");
+    let output = run(&scenario, &directory.path().join("runs"));
+    assert_eq!(output.status.code(), Some(4), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    server.join().unwrap();
+
+    let record = read_record(&only_run_directory(&directory.path().join("runs")));
+    let attempt = &record["attempts"][0];
+    assert_eq!(attempt["classification"]["provider"], "proofpoint");
+    assert_eq!(attempt["classification"]["reason"], "ip-reputation");
+    assert_eq!(attempt["classification"]["ip"], "203.0.113.99");
+    assert_eq!(attempt["negative_replies"][0]["step"], "mail");
+    let mismatch = attempt["ip_mismatch"].as_str().expect("the mismatch is recorded");
+    assert!(mismatch.contains("203.0.113.99") && mismatch.contains("127.0.0.1"), "{mismatch}");
+    let diagnosis: Vec<&str> = record["verdict"]["diagnosis"].as_array().unwrap().iter().map(|line| line.as_str().unwrap()).collect();
+    assert!(diagnosis[0].starts_with("path p1: ") && diagnosis[0].contains("203.0.113.99"), "{diagnosis:?}");
+    assert_eq!(record["seed_providers"]["customer-b.example.net"], "proofpoint");
+}
+
+#[test]
+fn explain_json_prints_the_reading() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+        .args(["explain", "--json", "451 4.7.650 The mail server [192.0.2.25] has been temporarily rate limited due to IP reputation. (S3113)"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let reading: Value = serde_json::from_slice(&output.stdout).expect("explain --json prints JSON");
+    assert_eq!(reading["outcome"], "deferred");
+    assert_eq!(reading["code"], 451);
+    assert_eq!(reading["enhanced"], "4.7.650");
+    assert_eq!(reading["provider"], "microsoft");
+    assert_eq!(reading["reason"], "ip-reputation");
+    assert_eq!(reading["ip"], "192.0.2.25");
+    assert!(!reading["advice"].as_array().unwrap().is_empty());
+    for field in ["lookup_url"] {
+        assert!(reading.get(field).is_some(), "{field} is present, null or not");
+    }
+}
+
+#[test]
+fn explain_rejects_an_empty_reply() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mailcanary")).args(["explain", "  "]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("the reply is empty"));
+}
+
+#[test]
+fn inspect_json_lists_every_method() {
+    let directory = tempfile::tempdir().unwrap();
+    let copy = directory.path().join("copy.eml");
+    std::fs::write(
+        &copy,
+        "Authentication-Results: mx1.customer-a.example.net;\r\n\tdkim=pass header.d=news.example.com header.s=rsa2026;\r\n\tspf=pass smtp.mailfrom=bounces@news.example.com;\r\n\tdmarc=pass header.from=news.example.com\r\n\
+Received: from mta10.news.example.com ([192.0.2.10]) by mx1.customer-a.example.net with ESMTPS id ABC; Fri, 4 Dec 2026 12:00:01 +0000\r\n\
+From: Control <control@news.example.com>\r\nTo: seed@customer-a.example.net\r\nSubject: Control\r\nDate: Fri, 4 Dec 2026 12:00:00 +0000\r\n\r\nBody\r\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mailcanary")).args(["inspect", "--json", "--no-dns"]).arg(&copy).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let inspection: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let header = &inspection["authentication_headers"][0]["parsed"];
+    assert_eq!(header["authserv_id"], "mx1.customer-a.example.net");
+    let methods: Vec<(&str, &str)> = header["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| (result["method"].as_str().unwrap(), result["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(methods, vec![("dkim", "pass"), ("spf", "pass"), ("dmarc", "pass")]);
+    assert_eq!(header["results"][0]["props"][1]["property"], "s");
+    assert_eq!(header["results"][0]["props"][1]["value"], "rsa2026");
+    assert_eq!(inspection["received"][0]["client_ip"], "192.0.2.10");
+}
