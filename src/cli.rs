@@ -248,7 +248,9 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
                 args.reply.clone()
             };
             if input.trim().is_empty() {
-                return Err(Error::Usage("the reply is empty; paste the server's reply, such as \"421 4.7.0 ...\"".into()));
+                return Err(Error::Usage(
+                    "the reply is empty; paste the server's reply, such as \"421 4.7.0 ...\"".into(),
+                ));
             }
             let user_rules = match &args.rules {
                 Some(file) => Some(crate::classify::load_user_rules(file)?),
@@ -282,7 +284,8 @@ fn init_logging(cli: &Cli) {
         }
     };
     let default = format!("warn,mailcanary={level}");
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -301,7 +304,11 @@ async fn inspect(args: InspectArgs) -> Result<ExitStatus, Error> {
     let path = match (&scenario, &args.path) {
         (Some(scenario), Some(name)) => Some(scenario.path_by_name(name).cloned().ok_or_else(|| {
             let known: Vec<&str> = scenario.paths.iter().map(|path| path.name.as_str()).collect();
-            Error::Usage(format!("path {name:?} is not in {}; its paths are: {}", scenario.file.display(), known.join(", ")))
+            Error::Usage(format!(
+                "path {name:?} is not in {}; its paths are: {}",
+                scenario.file.display(),
+                known.join(", ")
+            ))
         })?),
         _ => None,
     };

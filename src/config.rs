@@ -167,9 +167,8 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         if digits == 0 {
             return Err(format!("invalid duration {text:?}; write a number with a unit, such as 30s, 2m or 1h"));
         }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: the number is too large"))?;
+        let number: u64 =
+            rest[..digits].parse().map_err(|_| format!("invalid duration {text:?}: the number is too large"))?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit_ms: u64 = match &rest[..unit_len] {

@@ -39,12 +39,12 @@ impl Error {
             Error::Config(_) | Error::PlanTooLarge(_) | Error::Usage(_) => ExitStatus::Usage,
             // A policy file that is invalid or requests a non-loopback
             // address without allowing it is bad input, like a bad scenario.
-            Error::Simulator(crate::sim::SimError::Policy(_) | crate::sim::SimError::NonLoopbackListen { .. }) => ExitStatus::Usage,
-            Error::RunDirectory { .. }
-            | Error::Write { .. }
-            | Error::Dns(_)
-            | Error::Simulator(_)
-            | Error::Run(_) => ExitStatus::RunFailed,
+            Error::Simulator(crate::sim::SimError::Policy(_) | crate::sim::SimError::NonLoopbackListen { .. }) => {
+                ExitStatus::Usage
+            }
+            Error::RunDirectory { .. } | Error::Write { .. } | Error::Dns(_) | Error::Simulator(_) | Error::Run(_) => {
+                ExitStatus::RunFailed
+            }
         }
     }
 }

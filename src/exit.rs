@@ -19,13 +19,8 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
-    pub const ALL: [ExitStatus; 5] = [
-        ExitStatus::Healthy,
-        ExitStatus::RunFailed,
-        ExitStatus::Usage,
-        ExitStatus::Warning,
-        ExitStatus::Critical,
-    ];
+    pub const ALL: [ExitStatus; 5] =
+        [ExitStatus::Healthy, ExitStatus::RunFailed, ExitStatus::Usage, ExitStatus::Warning, ExitStatus::Critical];
 
     pub fn code(self) -> i32 {
         match self {

@@ -22,4 +22,3 @@ pub mod scenario;
 pub mod sim;
 pub mod smtp;
 pub mod verify;
-

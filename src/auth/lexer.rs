@@ -164,10 +164,7 @@ mod tests {
     use super::*;
 
     fn kinds(value: &str) -> Vec<Token> {
-        tokenize(value, Mode::KeyValue)
-            .into_iter()
-            .map(|spanned| spanned.token)
-            .collect()
+        tokenize(value, Mode::KeyValue).into_iter().map(|spanned| spanned.token).collect()
     }
 
     #[test]
@@ -182,10 +179,7 @@ mod tests {
 
     #[test]
     fn unterminated_comment_runs_to_end() {
-        assert_eq!(
-            kinds("x (cut; here"),
-            [Token::Word("x".into()), Token::Comment("cut; here".into())]
-        );
+        assert_eq!(kinds("x (cut; here"), [Token::Word("x".into()), Token::Comment("cut; here".into())]);
     }
 
     #[test]

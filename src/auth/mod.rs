@@ -10,6 +10,7 @@
 //! - `select`: the Authentication-Results field that the receiving gateway
 //!   added, rather than one the sender could have written.
 
+pub mod keywords;
 mod lexer;
 pub mod proofpoint;
 pub mod received;
@@ -20,9 +21,7 @@ pub mod select;
 pub use proofpoint::{ProofpointHeaders, parse_proofpoint_headers};
 pub use received::{Hop, Received, gateway_hop, message_date, parse_received};
 pub use received_spf::parse_received_spf;
-pub use results::{
-    AuthenticationResults, MethodResult, ParseError, Property, parse_authentication_results,
-};
+pub use results::{AuthenticationResults, MethodResult, ParseError, Property, parse_authentication_results};
 pub use select::{TrustedIds, receiver_results, receiver_results_all};
 
 /// Splits the header section of a message into its fields, in message order
@@ -74,8 +73,7 @@ pub fn parse_message_headers(raw: &[u8]) -> Vec<(String, String)> {
 
 /// Yields the lines of `raw` without their CRLF or bare LF endings.
 fn header_lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
-    raw.split(|&byte| byte == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+    raw.split(|&byte| byte == b'\n').map(|line| line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 /// Removes the line breaks of folded header text (RFC 5322 section 2.2.3),

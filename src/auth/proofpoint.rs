@@ -48,10 +48,7 @@ pub struct SpamDetails {
 impl SpamDetails {
     /// Returns the value of the first field named `key`.
     pub fn field(&self, key: &str) -> Option<&FieldValue> {
-        self.fields
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value)
+        self.fields.iter().find(|(name, _)| name == key).map(|(_, value)| value)
     }
 
     /// Returns the names of the scores that hold [`NOT_COMPUTED`].
@@ -189,20 +186,14 @@ pub fn proofpoint_hop_kind(received: &Received) -> Option<ProofpointHopKind> {
     if by_proofpoint {
         return Some(ProofpointHopKind::Inbound);
     }
-    let from_proofpoint = is_proofpoint_host(&from)
-        || received
-            .client_host
-            .as_deref()
-            .is_some_and(is_proofpoint_host);
+    let from_proofpoint = is_proofpoint_host(&from) || received.client_host.as_deref().is_some_and(is_proofpoint_host);
     from_proofpoint.then_some(ProofpointHopKind::Outbound)
 }
 
 /// True for a host under `pphosted.com` or `ppops.net`.
 pub fn is_proofpoint_host(host: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    ["pphosted.com", "ppops.net"]
-        .iter()
-        .any(|domain| host == *domain || host.ends_with(&format!(".{domain}")))
+    ["pphosted.com", "ppops.net"].iter().any(|domain| host == *domain || host.ends_with(&format!(".{domain}")))
 }
 
 /// Every Proofpoint field of a message.
@@ -243,11 +234,7 @@ pub fn parse_proofpoint_headers(headers: &[(String, String)]) -> ProofpointHeade
         if lower == "received" {
             let received = parse_received(value);
             if let Some(kind) = proofpoint_hop_kind(&received) {
-                found.hops.push(ProofpointHop {
-                    kind,
-                    index,
-                    received,
-                });
+                found.hops.push(ProofpointHop { kind, index, received });
             }
             continue;
         }

@@ -55,11 +55,7 @@ impl Received {
     /// UTF8SMTPS, ...), or Gmail's `SMTPS`, or a comment names a TLS version.
     pub fn uses_tls(&self) -> bool {
         let protocol_has_tls = self.with.as_deref().is_some_and(|with| {
-            let protocol = with
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_uppercase();
+            let protocol = with.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
             let protocol = protocol.strip_suffix('A').unwrap_or(&protocol);
             protocol.ends_with("SMTPS") || protocol.ends_with("LMTPS")
         });
@@ -70,17 +66,13 @@ impl Received {
     /// (Microsoft), `TLSv1.3` (Postfix, Sendmail) or `TLS1.3` (Exim).
     pub fn tls_version(&self) -> Option<&str> {
         self.comments.iter().find_map(|comment| {
-            comment
-                .split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | '(' | ')'))
-                .find(|word| {
-                    let rest = word
-                        .strip_prefix("TLS")
-                        .or_else(|| word.strip_prefix("tls"));
-                    rest.is_some_and(|rest| {
-                        let rest = rest.trim_start_matches(['v', 'V']);
-                        rest.starts_with(|c: char| c.is_ascii_digit())
-                    })
+            comment.split(|c: char| c.is_whitespace() || matches!(c, '=' | ',' | '(' | ')')).find(|word| {
+                let rest = word.strip_prefix("TLS").or_else(|| word.strip_prefix("tls"));
+                rest.is_some_and(|rest| {
+                    let rest = rest.trim_start_matches(['v', 'V']);
+                    rest.starts_with(|c: char| c.is_ascii_digit())
                 })
+            })
         })
     }
 }
@@ -93,10 +85,7 @@ pub fn parse_received(value: &str) -> Received {
     let mut received = Received::default();
 
     if let Some(date_text) = date_text {
-        let date_text = super::unfold(date_text)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let date_text = super::unfold(date_text).split_whitespace().collect::<Vec<_>>().join(" ");
         received.date = parse_date(&date_text);
         received.date_text = Some(date_text).filter(|text| !text.is_empty());
     }
@@ -131,12 +120,8 @@ pub fn parse_received(value: &str) -> Received {
             Token::Comment(text) => {
                 if fresh {
                     match clause {
-                        Some(Clause::From) if received.from_info.is_none() => {
-                            received.from_info = Some(text.clone())
-                        }
-                        Some(Clause::By) if received.by_info.is_none() => {
-                            received.by_info = Some(text.clone())
-                        }
+                        Some(Clause::From) if received.from_info.is_none() => received.from_info = Some(text.clone()),
+                        Some(Clause::By) if received.by_info.is_none() => received.by_info = Some(text.clone()),
                         _ => {}
                     }
                 }
@@ -156,10 +141,7 @@ pub fn parse_received(value: &str) -> Received {
         received.client_ip = parse_address_literal(from);
     }
     if let Some(recipient) = received.for_recipient.as_mut() {
-        *recipient = recipient
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string();
+        *recipient = recipient.trim_start_matches('<').trim_end_matches('>').to_string();
     }
     received
 }
@@ -279,18 +261,9 @@ fn read_tcp_info(received: &mut Received, comment: &str) {
             received.client_ip = Some(address);
             continue;
         }
-        if received.client_host.is_none()
-            && !word.starts_with('[')
-            && word.parse::<IpAddr>().is_err()
-        {
-            let is_name = word
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-            if is_name
-                && (word.contains('.')
-                    || word.eq_ignore_ascii_case("unknown")
-                    || word == "localhost")
-            {
+        if received.client_host.is_none() && !word.starts_with('[') && word.parse::<IpAddr>().is_err() {
+            let is_name = word.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if is_name && (word.contains('.') || word.eq_ignore_ascii_case("unknown") || word == "localhost") {
                 received.client_host = Some(word.trim_end_matches('.').to_string());
             }
         }
@@ -301,10 +274,7 @@ fn read_tcp_info(received: &mut Received, comment: &str) {
 fn parse_address_literal(word: &str) -> Option<IpAddr> {
     let inner = word.strip_prefix('[')?;
     let inner = &inner[..inner.find(']')?];
-    let inner = inner
-        .strip_prefix("IPv6:")
-        .or_else(|| inner.strip_prefix("ipv6:"))
-        .unwrap_or(inner);
+    let inner = inner.strip_prefix("IPv6:").or_else(|| inner.strip_prefix("ipv6:")).unwrap_or(inner);
     inner.parse().ok()
 }
 
@@ -400,12 +370,7 @@ pub fn gateway_hop(
 /// Returns the index of the gateway's entry hop in `received`, as
 /// [`gateway_hop`] describes it.
 pub(crate) fn gateway_entry_index(received: &[Received], gateway: &TrustedIds) -> Option<usize> {
-    let is_gateway = |field: &Received| {
-        field
-            .by
-            .as_deref()
-            .is_some_and(|by| gateway.matches_host(by))
-    };
+    let is_gateway = |field: &Received| field.by.as_deref().is_some_and(|by| gateway.matches_host(by));
 
     let mut index = received.iter().position(is_gateway)?;
     while is_internal_client(&received[index], gateway) {
@@ -442,8 +407,6 @@ pub fn chain_transit_seconds(received: &[Received]) -> Option<i64> {
 /// Returns the message's Date header, parsed, from `headers` (name, raw
 /// value). The first Date field is used.
 pub fn message_date(headers: &[(String, String)]) -> Option<DateTime<FixedOffset>> {
-    let (_, value) = headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("Date"))?;
+    let (_, value) = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("Date"))?;
     parse_date(&super::unfold(value))
 }

@@ -3,9 +3,7 @@
 //! `helo`.
 
 use super::lexer::{self, Mode, Token};
-use super::results::{
-    Cursor, MethodResult, ParseError, Property, normalize_spf_result, read_properties,
-};
+use super::results::{Cursor, MethodResult, ParseError, Property, normalize_spf_result, read_properties};
 
 /// Parses a Received-SPF value into an `spf` result.
 ///
@@ -22,9 +20,7 @@ pub fn parse_received_spf(value: &str) -> Result<MethodResult, ParseError> {
         .collect();
 
     let result = match tokens.first().map(|spanned| &spanned.token) {
-        Some(Token::Word(word)) if word.chars().all(|c| c.is_ascii_alphanumeric()) => {
-            word.to_ascii_lowercase()
-        }
+        Some(Token::Word(word)) if word.chars().all(|c| c.is_ascii_alphanumeric()) => word.to_ascii_lowercase(),
         _ => return Err(ParseError::NoResults(super::unfold(value.trim()))),
     };
     let comment = match tokens.get(1).map(|spanned| &spanned.token) {
@@ -40,16 +36,9 @@ pub fn parse_received_spf(value: &str) -> Result<MethodResult, ParseError> {
         comment,
         props: Vec::new(),
     };
-    let mut cursor = Cursor {
-        tokens: &tokens,
-        position: 1,
-    };
+    let mut cursor = Cursor { tokens: &tokens, position: 1 };
     read_properties(&mut cursor, |key, value| {
-        parsed.props.push(Property {
-            ptype: None,
-            property: key.to_ascii_lowercase(),
-            value,
-        });
+        parsed.props.push(Property { ptype: None, property: key.to_ascii_lowercase(), value });
     });
 
     Ok(parsed)
@@ -75,18 +64,13 @@ mod tests {
 
     #[test]
     fn softfail_in_capitals_is_lowercased() {
-        let parsed =
-            parse_received_spf("SoftFail (example.net: transitioning domain) client-ip=192.0.2.7;")
-                .unwrap();
+        let parsed = parse_received_spf("SoftFail (example.net: transitioning domain) client-ip=192.0.2.7;").unwrap();
         assert_eq!(parsed.result, "softfail");
         assert_eq!(parsed.normalized, None);
     }
 
     #[test]
     fn value_starting_with_comment_is_an_error() {
-        assert!(matches!(
-            parse_received_spf("(no result) client-ip=192.0.2.1"),
-            Err(ParseError::NoResults(_))
-        ));
+        assert!(matches!(parse_received_spf("(no result) client-ip=192.0.2.1"), Err(ParseError::NoResults(_))));
     }
 }

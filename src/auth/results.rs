@@ -33,9 +33,7 @@ impl AuthenticationResults {
     /// Returns the results of one method (`spf`, `dkim`, ...) in header order;
     /// DKIM has one per signature.
     pub fn method<'a>(&'a self, method: &'a str) -> impl Iterator<Item = &'a MethodResult> + 'a {
-        self.results
-            .iter()
-            .filter(move |result| result.method_name() == method)
+        self.results.iter().filter(move |result| result.method_name() == method)
     }
 }
 
@@ -73,10 +71,7 @@ impl MethodResult {
     /// Returns the value of the first property named `key`, written either as
     /// `ptype.property` or as a bare property.
     pub fn prop(&self, key: &str) -> Option<&str> {
-        self.props
-            .iter()
-            .find(|prop| prop.key() == key)
-            .map(|prop| prop.value.as_str())
+        self.props.iter().find(|prop| prop.key() == key).map(|prop| prop.value.as_str())
     }
 }
 
@@ -124,9 +119,7 @@ pub fn parse_authentication_results(value: &str) -> Result<AuthenticationResults
     if value.trim().is_empty() {
         return Err(ParseError::Empty);
     }
-    let mut segments = lexer::split_semicolons(lexer::tokenize(value, Mode::KeyValue))
-        .into_iter()
-        .peekable();
+    let mut segments = lexer::split_semicolons(lexer::tokenize(value, Mode::KeyValue)).into_iter().peekable();
 
     let mut parsed = AuthenticationResults {
         authserv_id: None,
@@ -140,26 +133,12 @@ pub fn parse_authentication_results(value: &str) -> Result<AuthenticationResults
     // ARC-Authentication-Results starts with `i=N;`. No result method is
     // named `i`, so the prefix is recognized on any header name.
     if let Some(first) = segments.peek()
-        && let [
-            Spanned {
-                token: Token::Word(key),
-                ..
-            },
-            Spanned {
-                token: Token::Equals,
-                ..
-            },
-            rest @ ..,
-        ] = strip_comments(first).as_slice()
+        && let [Spanned { token: Token::Word(key), .. }, Spanned { token: Token::Equals, .. }, rest @ ..] =
+            strip_comments(first).as_slice()
         && key.eq_ignore_ascii_case("i")
     {
         let number = match rest {
-            [
-                Spanned {
-                    token: Token::Word(number),
-                    ..
-                },
-            ] => number.parse().ok(),
+            [Spanned { token: Token::Word(number), .. }] => number.parse().ok(),
             _ => None,
         };
         let Some(number) = number else {
@@ -175,9 +154,7 @@ pub fn parse_authentication_results(value: &str) -> Result<AuthenticationResults
         && !first.iter().any(|spanned| spanned.token == Token::Equals)
     {
         let words = strip_comments(first);
-        let mut values = words
-            .iter()
-            .filter_map(|spanned| token_value(&spanned.token));
+        let mut values = words.iter().filter_map(|spanned| token_value(&spanned.token));
         parsed.authserv_id = values.next().map(str::to_string);
         parsed.version = values.next().and_then(|version| version.parse().ok());
         segments.next();
@@ -188,12 +165,7 @@ pub fn parse_authentication_results(value: &str) -> Result<AuthenticationResults
         if words.is_empty() {
             continue;
         }
-        if let [
-            Spanned {
-                token: Token::Word(word),
-                ..
-            },
-        ] = words.as_slice()
+        if let [Spanned { token: Token::Word(word), .. }] = words.as_slice()
             && word.eq_ignore_ascii_case("none")
         {
             parsed.none = true;
@@ -220,10 +192,7 @@ pub(crate) fn normalize_spf_result(result: &str) -> Option<String> {
 /// Parses one `method=result [comment] [reason=..] [props]` segment, or
 /// returns `None` when the segment does not start with `method=result`.
 pub(crate) fn parse_result(segment: &[Spanned]) -> Option<MethodResult> {
-    let mut cursor = Cursor {
-        tokens: segment,
-        position: 0,
-    };
+    let mut cursor = Cursor { tokens: segment, position: 0 };
 
     cursor.skip_comments();
     let mut method = cursor.word()?.to_ascii_lowercase();
@@ -286,16 +255,8 @@ pub(crate) fn read_properties(cursor: &mut Cursor<'_>, mut each: impl FnMut(&str
 fn property(key: &str, value: String) -> Property {
     let key = key.to_ascii_lowercase();
     match key.split_once('.') {
-        Some((ptype, property)) => Property {
-            ptype: Some(ptype.to_string()),
-            property: property.to_string(),
-            value,
-        },
-        None => Property {
-            ptype: None,
-            property: key,
-            value,
-        },
+        Some((ptype, property)) => Property { ptype: Some(ptype.to_string()), property: property.to_string(), value },
+        None => Property { ptype: None, property: key, value },
     }
 }
 
@@ -326,13 +287,7 @@ impl Cursor<'_> {
     }
 
     fn skip_comments(&mut self) {
-        while matches!(
-            self.peek(),
-            Some(Spanned {
-                token: Token::Comment(_),
-                ..
-            })
-        ) {
+        while matches!(self.peek(), Some(Spanned { token: Token::Comment(_), .. })) {
             self.advance();
         }
     }
@@ -366,11 +321,7 @@ impl Cursor<'_> {
             _ => return String::new(),
         };
         self.advance();
-        while let Some(Spanned {
-            token: Token::Word(word) | Token::Quoted(word),
-            spaced: false,
-        }) = self.peek()
-        {
+        while let Some(Spanned { token: Token::Word(word) | Token::Quoted(word), spaced: false }) = self.peek() {
             value.push_str(word);
             self.advance();
         }
@@ -379,11 +330,7 @@ impl Cursor<'_> {
 }
 
 fn strip_comments(segment: &[Spanned]) -> Vec<Spanned> {
-    segment
-        .iter()
-        .filter(|spanned| !matches!(spanned.token, Token::Comment(_)))
-        .cloned()
-        .collect()
+    segment.iter().filter(|spanned| !matches!(spanned.token, Token::Comment(_))).cloned().collect()
 }
 
 fn token_value(token: &Token) -> Option<&str> {
@@ -425,12 +372,8 @@ fn lexer_text(segment: &[Spanned]) -> String {
 /// version (`dkim/1`). A dot is excluded, so a stray `header.from=x` after a
 /// misplaced `;` is not taken for a method.
 fn is_keyword(word: &str) -> bool {
-    word.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
+    word.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && word.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'))
 }
 
 /// The result keywords that the IANA Email Authentication Result Names
@@ -438,40 +381,12 @@ fn is_keyword(word: &str) -> bool {
 /// for `dmarc`).
 fn registered_results(method: &str) -> Option<&'static [&'static str]> {
     let results: &[&str] = match method {
-        "spf" | "sender-id" => &[
-            "none",
-            "neutral",
-            "pass",
-            "fail",
-            "softfail",
-            "policy",
-            "temperror",
-            "permerror",
-        ],
-        "dkim" | "domainkeys" => &[
-            "none",
-            "pass",
-            "fail",
-            "policy",
-            "neutral",
-            "temperror",
-            "permerror",
-        ],
-        "dmarc" | "auth" | "rrvs" | "smime" | "vbr" => {
-            &["none", "pass", "fail", "temperror", "permerror"]
-        }
+        "spf" | "sender-id" => &["none", "neutral", "pass", "fail", "softfail", "policy", "temperror", "permerror"],
+        "dkim" | "domainkeys" => &["none", "pass", "fail", "policy", "neutral", "temperror", "permerror"],
+        "dmarc" | "auth" | "rrvs" | "smime" | "vbr" => &["none", "pass", "fail", "temperror", "permerror"],
         "arc" => &["none", "pass", "fail"],
         "iprev" => &["pass", "fail", "temperror", "permerror"],
-        "dkim-adsp" => &[
-            "none",
-            "pass",
-            "unknown",
-            "fail",
-            "discard",
-            "nxdomain",
-            "temperror",
-            "permerror",
-        ],
+        "dkim-adsp" => &["none", "pass", "unknown", "fail", "discard", "nxdomain", "temperror", "permerror"],
         "dnswl" => &["pass", "none", "temperror", "permerror"],
         _ => return None,
     };
@@ -493,10 +408,7 @@ fn normalize_result(method: &str, result: &str) -> Option<String> {
         return None;
     }
 
-    let bare = result
-        .strip_prefix(name)
-        .and_then(|rest| rest.strip_prefix(['_', '-']))
-        .unwrap_or(result);
+    let bare = result.strip_prefix(name).and_then(|rest| rest.strip_prefix(['_', '-'])).unwrap_or(result);
     let mapped = match bare {
         "success" | "succeeded" | "ok" | "valid" => "pass",
         "failed" | "failure" | "hardfail" | "invalid" => "fail",
@@ -515,44 +427,30 @@ mod tests {
 
     #[test]
     fn method_version_is_kept() {
-        let parsed =
-            parse_authentication_results("mx.example.net; dkim/1=pass header.d=example.com")
-                .unwrap();
+        let parsed = parse_authentication_results("mx.example.net; dkim/1=pass header.d=example.com").unwrap();
         assert_eq!(parsed.results[0].method, "dkim/1");
         assert_eq!(parsed.results[0].method_name(), "dkim");
     }
 
     #[test]
     fn quoted_local_part_joins_domain() {
-        let parsed = parse_authentication_results(
-            r#"mx.example.net; spf=pass smtp.mailfrom="a b"@example.com"#,
-        )
-        .unwrap();
-        assert_eq!(
-            parsed.results[0].prop("smtp.mailfrom"),
-            Some("a b@example.com")
-        );
+        let parsed =
+            parse_authentication_results(r#"mx.example.net; spf=pass smtp.mailfrom="a b"@example.com"#).unwrap();
+        assert_eq!(parsed.results[0].prop("smtp.mailfrom"), Some("a b@example.com"));
     }
 
     #[test]
     fn blanks_around_equals_are_accepted() {
-        let parsed = parse_authentication_results(
-            "mx.example.net; spf = pass smtp.mailfrom = a@example.com",
-        )
-        .unwrap();
+        let parsed = parse_authentication_results("mx.example.net; spf = pass smtp.mailfrom = a@example.com").unwrap();
         assert_eq!(parsed.results[0].result, "pass");
-        assert_eq!(
-            parsed.results[0].prop("smtp.mailfrom"),
-            Some("a@example.com")
-        );
+        assert_eq!(parsed.results[0].prop("smtp.mailfrom"), Some("a@example.com"));
     }
 
     #[test]
     fn comment_before_method_is_skipped() {
-        let parsed = parse_authentication_results(
-            "mx.example.net (v1); (note) dkim=fail (bad sig) reason=\"bad signature\"",
-        )
-        .unwrap();
+        let parsed =
+            parse_authentication_results("mx.example.net (v1); (note) dkim=fail (bad sig) reason=\"bad signature\"")
+                .unwrap();
         assert_eq!(parsed.authserv_id.as_deref(), Some("mx.example.net"));
         assert_eq!(parsed.results[0].comment.as_deref(), Some("bad sig"));
         assert_eq!(parsed.results[0].reason.as_deref(), Some("bad signature"));
@@ -560,18 +458,12 @@ mod tests {
 
     #[test]
     fn empty_value_is_an_error() {
-        assert_eq!(
-            parse_authentication_results(" \r\n "),
-            Err(ParseError::Empty)
-        );
+        assert_eq!(parse_authentication_results(" \r\n "), Err(ParseError::Empty));
     }
 
     #[test]
     fn authserv_id_alone_is_an_error() {
-        assert!(matches!(
-            parse_authentication_results("mx.example.net;"),
-            Err(ParseError::NoResults(_))
-        ));
+        assert!(matches!(parse_authentication_results("mx.example.net;"), Err(ParseError::NoResults(_))));
     }
 
     #[test]
@@ -584,20 +476,15 @@ mod tests {
 
     #[test]
     fn property_after_stray_semicolon_is_not_a_method() {
-        let parsed = parse_authentication_results(
-            "mx.example.net; dmarc=pass action=none; header.from=example.com",
-        )
-        .unwrap();
+        let parsed =
+            parse_authentication_results("mx.example.net; dmarc=pass action=none; header.from=example.com").unwrap();
         assert_eq!(parsed.results.len(), 1);
         assert_eq!(parsed.ignored, ["header.from=example.com"]);
     }
 
     #[test]
     fn microsoft_domain_tokens_are_ignored() {
-        let parsed = parse_authentication_results(
-            "spf=pass smtp.mailfrom=a.example; outlook.com; dmarc=pass",
-        )
-        .unwrap();
+        let parsed = parse_authentication_results("spf=pass smtp.mailfrom=a.example; outlook.com; dmarc=pass").unwrap();
         assert_eq!(parsed.results.len(), 2);
         assert_eq!(parsed.ignored, ["outlook.com"]);
     }
@@ -605,18 +492,9 @@ mod tests {
     #[test]
     fn normalization_maps_vendor_keywords() {
         assert_eq!(normalize_result("spf", "hardfail").as_deref(), Some("fail"));
-        assert_eq!(
-            normalize_result("dkim", "dkim_fail").as_deref(),
-            Some("fail")
-        );
-        assert_eq!(
-            normalize_result("spf", "bestguesspass").as_deref(),
-            Some("none")
-        );
-        assert_eq!(
-            normalize_result("dmarc", "temp_error").as_deref(),
-            Some("temperror")
-        );
+        assert_eq!(normalize_result("dkim", "dkim_fail").as_deref(), Some("fail"));
+        assert_eq!(normalize_result("spf", "bestguesspass").as_deref(), Some("none"));
+        assert_eq!(normalize_result("dmarc", "temp_error").as_deref(), Some("temperror"));
     }
 
     #[test]

@@ -58,20 +58,15 @@ impl TrustedIds {
     /// host name as one.
     pub fn matches_host(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.gateway_hosts
-            .iter()
-            .chain(&self.authserv_ids)
-            .any(|entry| {
-                let entry = entry.trim_end_matches('.').to_ascii_lowercase();
-                !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
-            })
+        self.gateway_hosts.iter().chain(&self.authserv_ids).any(|entry| {
+            let entry = entry.trim_end_matches('.').to_ascii_lowercase();
+            !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
+        })
     }
 
     /// True when `authserv_id` is one of the trusted authserv-ids.
     pub fn matches_authserv_id(&self, authserv_id: &str) -> bool {
-        self.authserv_ids
-            .iter()
-            .any(|trusted| trusted.eq_ignore_ascii_case(authserv_id))
+        self.authserv_ids.iter().any(|trusted| trusted.eq_ignore_ascii_case(authserv_id))
     }
 }
 
@@ -81,20 +76,14 @@ impl TrustedIds {
 ///
 /// `headers` contains (name, raw value) pairs in message order, top first, as
 /// [`parse_message_headers`](super::parse_message_headers) returns them.
-pub fn receiver_results(
-    headers: &[(String, String)],
-    trusted: &TrustedIds,
-) -> Option<(usize, AuthenticationResults)> {
+pub fn receiver_results(headers: &[(String, String)], trusted: &TrustedIds) -> Option<(usize, AuthenticationResults)> {
     receiver_results_all(headers, trusted).into_iter().next()
 }
 
 /// Returns every trustworthy field of the chosen authserv-id, top first: the
 /// field [`receiver_results`] returns and, for receivers that write one field
 /// per method, the others above the boundary with the same authserv-id.
-pub fn receiver_results_all(
-    headers: &[(String, String)],
-    trusted: &TrustedIds,
-) -> Vec<(usize, AuthenticationResults)> {
+pub fn receiver_results_all(headers: &[(String, String)], trusted: &TrustedIds) -> Vec<(usize, AuthenticationResults)> {
     let Some(boundary) = boundary_index(headers, trusted) else {
         return Vec::new();
     };
@@ -104,11 +93,7 @@ pub fn receiver_results_all(
     if !chosen.is_empty() {
         return chosen;
     }
-    choose(
-        candidates(above, "ARC-Authentication-Results"),
-        trusted,
-        true,
-    )
+    choose(candidates(above, "ARC-Authentication-Results"), trusted, true)
 }
 
 /// Returns the index in `headers` of the gateway's entry Received field, or
@@ -142,15 +127,13 @@ fn candidates(above: &[(String, String)], name: &str) -> Vec<(usize, Authenticat
         .iter()
         .enumerate()
         .filter(|(_, (field, _))| field.eq_ignore_ascii_case(name))
-        .filter_map(
-            |(index, (_, value))| match parse_authentication_results(value) {
-                Ok(parsed) => Some((index, parsed)),
-                Err(error) => {
-                    tracing::debug!(index, %error, "skipping unreadable {name} field");
-                    None
-                }
-            },
-        )
+        .filter_map(|(index, (_, value))| match parse_authentication_results(value) {
+            Ok(parsed) => Some((index, parsed)),
+            Err(error) => {
+                tracing::debug!(index, %error, "skipping unreadable {name} field");
+                None
+            }
+        })
         .collect()
 }
 
@@ -166,19 +149,12 @@ fn choose(
     } else {
         candidates
             .into_iter()
-            .filter(|(_, parsed)| {
-                parsed
-                    .authserv_id
-                    .as_deref()
-                    .is_some_and(|id| trusted.matches_authserv_id(id))
-            })
+            .filter(|(_, parsed)| parsed.authserv_id.as_deref().is_some_and(|id| trusted.matches_authserv_id(id)))
             .collect()
     };
 
     if arc {
-        let highest = eligible
-            .iter()
-            .max_by_key(|(index, parsed)| (parsed.instance, std::cmp::Reverse(*index)));
+        let highest = eligible.iter().max_by_key(|(index, parsed)| (parsed.instance, std::cmp::Reverse(*index)));
         return highest.cloned().into_iter().collect();
     }
 
@@ -190,11 +166,10 @@ fn choose(
         return vec![first];
     };
     let mut chosen = vec![first];
-    chosen.extend(eligible.into_iter().filter(|(_, parsed)| {
-        parsed
-            .authserv_id
-            .as_deref()
-            .is_some_and(|id| id.eq_ignore_ascii_case(&authserv_id))
-    }));
+    chosen.extend(
+        eligible.into_iter().filter(|(_, parsed)| {
+            parsed.authserv_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(&authserv_id))
+        }),
+    );
     chosen
 }

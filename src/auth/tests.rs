@@ -11,10 +11,7 @@ fn ip(text: &str) -> IpAddr {
 }
 
 fn headers(fields: &[(&str, &str)]) -> Vec<(String, String)> {
-    fields
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect()
+    fields.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
 }
 
 fn received_fields(headers: &[(String, String)]) -> Vec<Received> {
@@ -45,15 +42,9 @@ fn headers_keep_every_instance_in_order() {
     let fields = parse_message_headers(raw);
 
     let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(
-        names,
-        ["Received", "Authentication-Results", "Received", "Subject"]
-    );
+    assert_eq!(names, ["Received", "Authentication-Results", "Received", "Subject"]);
     assert_eq!(fields[1].1, "mx.example.net;\r\n\tspf=pass");
-    assert_eq!(
-        unfold(&fields[2].1),
-        "from c by d; Mon, 1 Dec 2025 00:00:00 +0000"
-    );
+    assert_eq!(unfold(&fields[2].1), "from c by d; Mon, 1 Dec 2025 00:00:00 +0000");
 }
 
 #[test]
@@ -85,17 +76,12 @@ fn headers_skip_mbox_from_line() {
 #[test]
 fn headers_match_mail_parser_on_simulator_copy() {
     let ours = parse_message_headers(SIMULATOR_COPY);
-    let message = mail_parser::MessageParser::default()
-        .parse(SIMULATOR_COPY)
-        .unwrap();
+    let message = mail_parser::MessageParser::default().parse(SIMULATOR_COPY).unwrap();
     let theirs: Vec<(&str, &str)> = message.headers_raw().collect();
 
     assert_eq!(ours.len(), theirs.len());
     for ((our_name, our_value), (their_name, their_value)) in ours.iter().zip(&theirs) {
-        assert!(
-            our_name.eq_ignore_ascii_case(their_name),
-            "{our_name} != {their_name}"
-        );
+        assert!(our_name.eq_ignore_ascii_case(their_name), "{our_name} != {their_name}");
         assert_eq!(our_value.trim(), their_value.trim(), "value of {our_name}");
     }
 }
@@ -116,14 +102,8 @@ fn received_from_simulator() {
     assert_eq!(hop.with.as_deref(), Some("ESMTPS"));
     assert!(hop.uses_tls());
     assert_eq!(hop.id.as_deref(), Some("001CDFAB1A"));
-    assert_eq!(
-        hop.for_recipient.as_deref(),
-        Some("pp-seed-1@customer-a.example.net")
-    );
-    assert_eq!(
-        hop.date.map(|date| date.to_rfc3339()).as_deref(),
-        Some("2026-12-04T20:45:56+00:00")
-    );
+    assert_eq!(hop.for_recipient.as_deref(), Some("pp-seed-1@customer-a.example.net"));
+    assert_eq!(hop.date.map(|date| date.to_rfc3339()).as_deref(), Some("2026-12-04T20:45:56+00:00"));
 }
 
 #[test]
@@ -138,10 +118,7 @@ fn received_from_postfix_with_tls_comment() {
     );
 
     assert_eq!(received.from.as_deref(), Some("mail.example.org"));
-    assert_eq!(
-        received.from_info.as_deref(),
-        Some("mail.example.org [192.0.2.1]")
-    );
+    assert_eq!(received.from_info.as_deref(), Some("mail.example.org [192.0.2.1]"));
     assert_eq!(received.client_host.as_deref(), Some("mail.example.org"));
     assert_eq!(received.client_ip, Some(ip("192.0.2.1")));
     assert_eq!(received.by.as_deref(), Some("mx.example.net"));
@@ -150,10 +127,7 @@ fn received_from_postfix_with_tls_comment() {
     assert_eq!(received.id.as_deref(), Some("4Q1x2y3z4"));
     assert_eq!(received.for_recipient.as_deref(), Some("u@example.net"));
     assert_eq!(received.tls_version(), Some("TLSv1.3"));
-    assert_eq!(
-        received.date.map(|date| date.to_rfc3339()).as_deref(),
-        Some("2023-12-04T10:00:00+01:00")
-    );
+    assert_eq!(received.date.map(|date| date.to_rfc3339()).as_deref(), Some("2023-12-04T10:00:00+01:00"));
 }
 
 #[test]
@@ -177,10 +151,7 @@ fn received_from_microsoft_with_multiword_protocol() {
     );
 
     assert_eq!(received.client_ip, Some(ip("2001:db8:1::5")));
-    assert_eq!(
-        received.by.as_deref(),
-        Some("AM0PR01MB5678.eurprd01.prod.outlook.com")
-    );
+    assert_eq!(received.by.as_deref(), Some("AM0PR01MB5678.eurprd01.prod.outlook.com"));
     assert_eq!(received.with.as_deref(), Some("Microsoft SMTP Server"));
     assert_eq!(received.id.as_deref(), Some("15.20.7633.2"));
     assert_eq!(received.via.as_deref(), Some("Frontend Transport"));
@@ -221,24 +192,17 @@ fn received_from_qmail_skips_helo_name() {
 
 #[test]
 fn received_with_ipv6_literal_and_no_from() {
-    let literal = parse_received(
-        "from [IPv6:2001:db8::25] by mx.example.com with ESMTPSA id a1; Tue, 5 Dec 2023 12:00:00 +0000",
-    );
+    let literal =
+        parse_received("from [IPv6:2001:db8::25] by mx.example.com with ESMTPSA id a1; Tue, 5 Dec 2023 12:00:00 +0000");
     assert_eq!(literal.client_ip, Some(ip("2001:db8::25")));
 
     let internal = parse_received(
         "by 2002:a05:6a10:1234:b0:5a1:2b3c:4d5e with SMTP id x12csp345678pxb;\r\n        Tue, 5 Dec 2023 04:05:06 -0800 (PST)",
     );
     assert_eq!(internal.from, None);
-    assert_eq!(
-        internal.by.as_deref(),
-        Some("2002:a05:6a10:1234:b0:5a1:2b3c:4d5e")
-    );
+    assert_eq!(internal.by.as_deref(), Some("2002:a05:6a10:1234:b0:5a1:2b3c:4d5e"));
     assert_eq!(internal.id.as_deref(), Some("x12csp345678pxb"));
-    assert_eq!(
-        internal.date.map(|date| date.to_rfc3339()).as_deref(),
-        Some("2023-12-05T04:05:06-08:00")
-    );
+    assert_eq!(internal.date.map(|date| date.to_rfc3339()).as_deref(), Some("2023-12-05T04:05:06-08:00"));
 }
 
 #[test]
@@ -270,14 +234,8 @@ fn proofpoint_copy() -> Vec<(String, String)> {
             "Received",
             "from pps.reinject (localhost [127.0.0.1])\r\n by mx0a-001b2d01.pphosted.com (PPS) with ESMTPS id 34BA5x9v020211\r\n for <seed@customer-a.example>; Thu, 11 May 2023 10:15:08 +0000",
         ),
-        (
-            "X-Proofpoint-Spam-Details",
-            "rule=notspam policy=default score=0 spamscore=0",
-        ),
-        (
-            "Authentication-Results",
-            "ppops.net;\r\n spf=pass smtp.mailfrom=bounces@news.example.com",
-        ),
+        ("X-Proofpoint-Spam-Details", "rule=notspam policy=default score=0 spamscore=0"),
+        ("Authentication-Results", "ppops.net;\r\n spf=pass smtp.mailfrom=bounces@news.example.com"),
         (
             "Received",
             "from pps.filterd (m0098409.ppops.net [127.0.0.1])\r\n by mx0a-001b2d01.pphosted.com (8.17.1.19/8.17.1.19) with ESMTP id 34BA2jfT020211;\r\n Thu, 11 May 2023 10:15:07 +0000",
@@ -307,12 +265,7 @@ fn proofpoint_copy() -> Vec<(String, String)> {
 fn gateway_hop_walks_down_proofpoint_stages() {
     let fields = proofpoint_copy();
     let received = received_fields(&fields);
-    let hop = gateway_hop(
-        &received,
-        &trusted(&[], &["pphosted.com"]),
-        message_date(&fields),
-    )
-    .unwrap();
+    let hop = gateway_hop(&received, &trusted(&[], &["pphosted.com"]), message_date(&fields)).unwrap();
 
     assert_eq!(hop.index, 3);
     assert_eq!(hop.by, "mx0a-001b2d01.pphosted.com");
@@ -362,10 +315,7 @@ fn gateway_hop_absent_when_gateway_not_in_chain() {
     let fields = proofpoint_copy();
     let received = received_fields(&fields);
 
-    assert_eq!(
-        gateway_hop(&received, &trusted(&[], &["mimecast.com"]), None),
-        None
-    );
+    assert_eq!(gateway_hop(&received, &trusted(&[], &["mimecast.com"]), None), None);
 }
 
 #[test]
@@ -385,28 +335,17 @@ fn receiver_results_of_simulator_copy() {
     let (index, results) = receiver_results(&fields, &TrustedIds::default()).unwrap();
 
     assert_eq!(index, 1);
-    assert_eq!(
-        results.authserv_id.as_deref(),
-        Some("mx1.customer-a.example.net")
-    );
-    let methods: Vec<&str> = results
-        .results
-        .iter()
-        .map(|result| result.method.as_str())
-        .collect();
+    assert_eq!(results.authserv_id.as_deref(), Some("mx1.customer-a.example.net"));
+    let methods: Vec<&str> = results.results.iter().map(|result| result.method.as_str()).collect();
     assert_eq!(methods, ["dkim", "dkim", "spf", "dmarc"]);
     assert!(results.results.iter().all(|result| result.result == "pass"));
-    assert_eq!(
-        results.method("dmarc").next().unwrap().prop("policy.dmarc"),
-        Some("reject")
-    );
+    assert_eq!(results.method("dmarc").next().unwrap().prop("policy.dmarc"), Some("reject"));
 }
 
 #[test]
 fn receiver_results_prefers_trusted_authserv_id() {
     let fields = proofpoint_copy();
-    let (index, results) =
-        receiver_results(&fields, &trusted(&["ppops.net"], &["pphosted.com"])).unwrap();
+    let (index, results) = receiver_results(&fields, &trusted(&["ppops.net"], &["pphosted.com"])).unwrap();
 
     assert_eq!(index, 4);
     assert_eq!(results.results.len(), 1);
@@ -446,27 +385,18 @@ fn receiver_results_never_uses_forged_lower_field() {
     ]);
 
     assert_eq!(receiver_results(&fields, &TrustedIds::default()), None);
-    assert_eq!(
-        receiver_results(&fields, &trusted(&["mx1.customer-a.example.net"], &[])),
-        None
-    );
+    assert_eq!(receiver_results(&fields, &trusted(&["mx1.customer-a.example.net"], &[])), None);
 }
 
 #[test]
 fn receiver_results_skips_forged_field_with_trusted_id() {
     let fields = headers(&[
-        (
-            "Authentication-Results",
-            "mx1.customer-a.example.net; spf=fail smtp.mailfrom=news.example.com",
-        ),
+        ("Authentication-Results", "mx1.customer-a.example.net; spf=fail smtp.mailfrom=news.example.com"),
         (
             "Received",
             "from mta10.news.example.com ([203.0.113.10])\r\n\tby mx1.customer-a.example.net (mailcanary sim) with ESMTPS id 01;\r\n\tFri, 4 Dec 2026 20:45:56 +0000",
         ),
-        (
-            "Authentication-Results",
-            "mx1.customer-a.example.net; spf=pass smtp.mailfrom=news.example.com",
-        ),
+        ("Authentication-Results", "mx1.customer-a.example.net; spf=pass smtp.mailfrom=news.example.com"),
     ]);
     let all = receiver_results_all(&fields, &trusted(&["mx1.customer-a.example.net"], &[]));
 
@@ -478,10 +408,7 @@ fn receiver_results_skips_forged_field_with_trusted_id() {
 #[test]
 fn receiver_results_none_without_gateway_received() {
     let fields = proofpoint_copy();
-    assert_eq!(
-        receiver_results(&fields, &trusted(&[], &["mimecast.com"])),
-        None
-    );
+    assert_eq!(receiver_results(&fields, &trusted(&[], &["mimecast.com"])), None);
 
     let untraced = headers(&[("Authentication-Results", "mx.example.net; spf=pass")]);
     assert_eq!(receiver_results(&untraced, &TrustedIds::default()), None);
@@ -494,26 +421,14 @@ fn receiver_results_all_collects_one_field_per_method() {
             "Authentication-Results",
             "smtp.subspace.kernel.org;\r\n dkim=pass (2048-bit key) header.d=example.com header.i=@example.com header.b=\"GV68HtCk\"",
         ),
-        (
-            "Authentication-Results",
-            "smtp.subspace.kernel.org; arc=none smtp.client-ip=192.0.2.173",
-        ),
-        (
-            "Authentication-Results",
-            "smtp.subspace.kernel.org; dmarc=pass (p=none dis=none) header.from=example.com",
-        ),
-        (
-            "Authentication-Results",
-            "smtp.subspace.kernel.org; spf=none smtp.helo=mx0b-0016f401.pphosted.com",
-        ),
+        ("Authentication-Results", "smtp.subspace.kernel.org; arc=none smtp.client-ip=192.0.2.173"),
+        ("Authentication-Results", "smtp.subspace.kernel.org; dmarc=pass (p=none dis=none) header.from=example.com"),
+        ("Authentication-Results", "smtp.subspace.kernel.org; spf=none smtp.helo=mx0b-0016f401.pphosted.com"),
         (
             "Received",
             "from mx0b-0016f401.pphosted.com (mx0b-0016f401.pphosted.com [192.0.2.173])\r\n\t(using TLSv1.2 with cipher ECDHE-RSA-AES256-GCM-SHA384 (256/256 bits))\r\n\t(No client certificate requested)\r\n\tby smtp.subspace.kernel.org (Postfix) with ESMTPS id 1A2B3C\r\n\tfor <list@vger.kernel.org>; Tue,  5 Dec 2023 10:00:00 +0000 (UTC)",
         ),
-        (
-            "Authentication-Results",
-            "smtp.subspace.kernel.org; dkim=pass header.d=example.com",
-        ),
+        ("Authentication-Results", "smtp.subspace.kernel.org; dkim=pass header.d=example.com"),
     ]);
     let all = receiver_results_all(&fields, &trusted(&["smtp.subspace.kernel.org"], &[]));
 
@@ -526,10 +441,7 @@ fn receiver_results_falls_back_to_arc_above_gateway() {
     // Gmail writes its Authentication-Results below its own Received field,
     // where a sender could have written one, and its ARC set above it.
     let fields = headers(&[
-        (
-            "ARC-Seal",
-            "i=1; a=rsa-sha256; t=1701770000; cv=none; d=google.com; s=arc-20160816; b=abc",
-        ),
+        ("ARC-Seal", "i=1; a=rsa-sha256; t=1701770000; cv=none; d=google.com; s=arc-20160816; b=abc"),
         (
             "ARC-Authentication-Results",
             "i=1; mx.google.com;\r\n dkim=pass header.i=@news.example.com header.s=rsa2026 header.b=Ie9F1b04;\r\n spf=pass (google.com: domain of bounces@news.example.com designates 203.0.113.10 as permitted sender) smtp.mailfrom=bounces@news.example.com;\r\n dmarc=pass (p=REJECT sp=REJECT dis=NONE) header.from=news.example.com",

@@ -11,8 +11,7 @@ use crate::smtp::record::Reply;
 
 static SPLIT_URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b(https?):\s+//").unwrap());
 static URL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"(?i)\bhttps?://[^\s<>"']+"#).unwrap());
-static IP_PARAMETER: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)[?&;]ip=([0-9a-f:.]+)").unwrap());
+static IP_PARAMETER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)[?&;]ip=([0-9a-f:.]+)").unwrap());
 
 /// Returns the reply text that rules match on: every line without its
 /// codes, joined by single spaces, with a URL that a line break split
@@ -37,8 +36,7 @@ fn trim_url(mut url: &str) -> &str {
         let Some(last) = url.chars().last() else {
             return url;
         };
-        let unbalanced =
-            |open: char, close: char| url.matches(close).count() > url.matches(open).count();
+        let unbalanced = |open: char, close: char| url.matches(close).count() > url.matches(open).count();
         let trim = match last {
             '.' | ',' | ';' | ':' | '!' | '?' | '\'' | '"' | '>' => true,
             ')' => unbalanced('(', ')'),
@@ -59,24 +57,17 @@ fn trim_url(mut url: &str) -> &str {
 /// taken. Placeholders such as `x.xx.xx.xx` or `a.b.c.d` do not parse as
 /// addresses, and the unspecified address is ignored.
 pub(super) fn named_ip(text: &str) -> Option<IpAddr> {
-    let from_parameter = IP_PARAMETER
-        .captures_iter(text)
-        .find_map(|captures| parse_ip(captures[1].trim_end_matches(['.', ':'])));
+    let from_parameter =
+        IP_PARAMETER.captures_iter(text).find_map(|captures| parse_ip(captures[1].trim_end_matches(['.', ':'])));
     if from_parameter.is_some() {
         return from_parameter;
     }
 
     let urls: Vec<Range<usize>> = URL.find_iter(text).map(|found| found.range()).collect();
     address_candidates(text)
-        .filter(|range| {
-            !urls
-                .iter()
-                .any(|url| url.start <= range.start && range.end <= url.end)
-        })
+        .filter(|range| !urls.iter().any(|url| url.start <= range.start && range.end <= url.end))
         .filter(|range| !is_yahoo_status(text, range))
-        .find_map(|range| {
-            parse_ip(&text[range.clone()]).or_else(|| parse_ipv4_with_port(&text[range]))
-        })
+        .find_map(|range| parse_ip(&text[range.clone()]).or_else(|| parse_ipv4_with_port(&text[range])))
 }
 
 /// Reads `192.0.2.1:25`, an IPv4 address followed by a port.
@@ -145,16 +136,12 @@ mod tests {
     #[test]
     fn url_keeps_square_brackets_it_opened() {
         let text = "see https://www.spamhaus.org/query/ip/[203.0.113.53] (AS16012611)";
-        assert_eq!(
-            first_url(text).as_deref(),
-            Some("https://www.spamhaus.org/query/ip/[203.0.113.53]")
-        );
+        assert_eq!(first_url(text).as_deref(), Some("https://www.spamhaus.org/query/ip/[203.0.113.53]"));
     }
 
     #[test]
     fn url_drops_colon_before_recipient() {
-        let text =
-            "see https://support.proofpoint.com/dnsbl-lookup.cgi?ip=198.51.100.26: user@me.com";
+        let text = "see https://support.proofpoint.com/dnsbl-lookup.cgi?ip=198.51.100.26: user@me.com";
         assert_eq!(
             first_url(text).as_deref(),
             Some("https://support.proofpoint.com/dnsbl-lookup.cgi?ip=198.51.100.26")
@@ -164,22 +151,14 @@ mod tests {
     #[test]
     fn url_drops_closing_parenthesis_it_did_not_open() {
         let text = "(Visit http://csi.cloudmark.com/reset-request/)";
-        assert_eq!(
-            first_url(text).as_deref(),
-            Some("http://csi.cloudmark.com/reset-request/")
-        );
+        assert_eq!(first_url(text).as_deref(), Some("http://csi.cloudmark.com/reset-request/"));
     }
 
     #[test]
     fn url_split_by_line_break_is_rejoined() {
-        let reply = Reply::parse_text(
-            "550-5.1.0 listed, see https:\n550 5.1.0 //www.spamhaus.org/query/lookup/ ;id=1",
-        );
+        let reply = Reply::parse_text("550-5.1.0 listed, see https:\n550 5.1.0 //www.spamhaus.org/query/lookup/ ;id=1");
         let text = reply_text(&reply);
-        assert_eq!(
-            first_url(&text).as_deref(),
-            Some("https://www.spamhaus.org/query/lookup/")
-        );
+        assert_eq!(first_url(&text).as_deref(), Some("https://www.spamhaus.org/query/lookup/"));
     }
 
     #[test]
@@ -189,10 +168,7 @@ mod tests {
 
     #[test]
     fn ip_yahoo_status_is_not_an_address() {
-        assert_eq!(
-            named_ip("Messages from a.b.c.d deferred - 4.16.55.1; see"),
-            None
-        );
+        assert_eq!(named_ip("Messages from a.b.c.d deferred - 4.16.55.1; see"), None);
     }
 
     #[test]
@@ -203,32 +179,22 @@ mod tests {
 
     #[test]
     fn ip_in_url_path_is_ignored() {
-        let text =
-            "Client host [203.0.113.100] blocked; https://www.spamhaus.org/returnc/pub/203.0.113.0";
+        let text = "Client host [203.0.113.100] blocked; https://www.spamhaus.org/returnc/pub/203.0.113.0";
         assert_eq!(named_ip(text), Some("203.0.113.100".parse().unwrap()));
     }
 
     #[test]
     fn ip_followed_by_port() {
-        assert_eq!(
-            named_ip("[198.51.100.92]:46615 is listed"),
-            Some("198.51.100.92".parse().unwrap())
-        );
+        assert_eq!(named_ip("[198.51.100.92]:46615 is listed"), Some("198.51.100.92".parse().unwrap()));
     }
 
     #[test]
     fn ipv6_in_brackets() {
-        assert_eq!(
-            named_ip("550-5.7.1 [2001:db8::25] Our system"),
-            Some("2001:db8::25".parse().unwrap())
-        );
+        assert_eq!(named_ip("550-5.7.1 [2001:db8::25] Our system"), Some("2001:db8::25".parse().unwrap()));
     }
 
     #[test]
     fn timestamps_are_not_addresses() {
-        assert_eq!(
-            named_ip("[SRV.prod.outlook.com 2024-05-09T23:34:45.000Z ID]"),
-            None
-        );
+        assert_eq!(named_ip("[SRV.prod.outlook.com 2024-05-09T23:34:45.000Z ID]"), None);
     }
 }

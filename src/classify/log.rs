@@ -163,16 +163,11 @@ pub fn parse_log_line(line: &str) -> Option<LogLine> {
 static POSTFIX_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?:^|\s)([\w./-]+)\[(\d+)\]:\s+([0-9A-Za-z]+):\s+(?:to=|host |lost connection|conversation with |connect to )").unwrap()
 });
-static POSTFIX_FIELD: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|[\s,])(to|orig_to|relay|delay|delays|dsn|status)=([^,\s]+)").unwrap()
-});
-static RELAY_VALUE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^([^\[]+)\[([^\]]+)\](?::(\d+))?$").unwrap());
+static POSTFIX_FIELD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|[\s,])(to|orig_to|relay|delay|delays|dsn|status)=([^,\s]+)").unwrap());
+static RELAY_VALUE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([^\[]+)\[([^\]]+)\](?::(\d+))?$").unwrap());
 static POSTFIX_EVENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"\b(lost connection|conversation) with (\S+?)\[([^\]]+)\](?: timed out)? while (.+?)\s*$",
-    )
-    .unwrap()
+    Regex::new(r"\b(lost connection|conversation) with (\S+?)\[([^\]]+)\](?: timed out)? while (.+?)\s*$").unwrap()
 });
 static POSTFIX_CONNECT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\bconnect to (\S+?)\[([^\]]+)\](?::(\d+))?: (.+?)\s*$").unwrap());
@@ -197,14 +192,7 @@ fn parse_postfix(text: &str) -> Option<LogLine> {
     }
 
     if let Some(captures) = POSTFIX_EVENT.captures(text) {
-        line.event = Some(
-            if &captures[1] == "conversation" {
-                "timed out"
-            } else {
-                "lost connection"
-            }
-            .to_owned(),
-        );
+        line.event = Some(if &captures[1] == "conversation" { "timed out" } else { "lost connection" }.to_owned());
         line.relay_host = Some(captures[2].to_owned());
         line.relay_ip = captures[3].parse().ok();
         line.stage = step_from_command(&captures[4]);
@@ -274,10 +262,7 @@ fn read_postfix_detail(detail: &str, line: &mut LogLine) {
 // --- Exim ----------------------------------------------------------------
 
 static EXIM_DELIVERY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"\b([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\s+(\*\*|==|=>|->|\*>)\s+(\S+)",
-    )
-    .unwrap()
+    Regex::new(r"\b([0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4})\s+(\*\*|==|=>|->|\*>)\s+(\S+)").unwrap()
 });
 static EXIM_RECIPIENT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"after (?:pipelined )?RCPT TO:<([^>]*)>").unwrap());
@@ -295,11 +280,7 @@ fn parse_exim_debug(text: &str) -> Option<LogLine> {
         line.stage = step_from_command(command);
         return Some(line);
     }
-    let record = text
-        .lines()
-        .skip_while(|record_line| record_line.starts_with("LOG:"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let record = text.lines().skip_while(|record_line| record_line.starts_with("LOG:")).collect::<Vec<_>>().join(" ");
     parse_exim(&record, LogFormat::EximDebug)
 }
 
@@ -334,15 +315,11 @@ fn parse_exim(text: &str, format: LogFormat) -> Option<LogLine> {
 // --- KumoMTA -------------------------------------------------------------
 
 fn parse_kumomta(text: &str) -> Option<LogLine> {
-    let record: serde_json::Value = serde_json::from_str(text)
-        .or_else(|_| serde_json::from_str(&remove_cut_marks(text)))
-        .ok()?;
+    let record: serde_json::Value =
+        serde_json::from_str(text).or_else(|_| serde_json::from_str(&remove_cut_marks(text))).ok()?;
     let record = record.as_object()?;
     let string = |value: Option<&serde_json::Value>| {
-        value
-            .and_then(|value| value.as_str())
-            .filter(|value| !value.is_empty())
-            .map(str::to_owned)
+        value.and_then(|value| value.as_str()).filter(|value| !value.is_empty()).map(str::to_owned)
     };
 
     let mut line = LogLine::new(LogFormat::KumomtaJson);
@@ -354,10 +331,8 @@ fn parse_kumomta(text: &str) -> Option<LogLine> {
     line.status = kind.as_deref().and_then(kumomta_status).map(str::to_owned);
 
     let peer = record.get("peer_address");
-    let peer_ip = peer
-        .and_then(|peer| peer.get("addr"))
-        .and_then(|addr| addr.as_str())
-        .and_then(|addr| addr.parse().ok());
+    let peer_ip =
+        peer.and_then(|peer| peer.get("addr")).and_then(|addr| addr.as_str()).and_then(|addr| addr.parse().ok());
     // NOTE: the egress source of a delivery record is not read, so
     // `source_ip` stays empty for everything but receptions.
     if kind.as_deref() == Some("Reception") {
@@ -369,10 +344,7 @@ fn parse_kumomta(text: &str) -> Option<LogLine> {
     line.event = kind;
 
     if let Some(response) = record.get("response") {
-        line.code = response
-            .get("code")
-            .and_then(|code| code.as_u64())
-            .and_then(|code| u16::try_from(code).ok());
+        line.code = response.get("code").and_then(|code| code.as_u64()).and_then(|code| u16::try_from(code).ok());
         let content = string(response.get("content"));
         if let Some(content) = &content {
             line.internal = content.starts_with("KumoMTA internal");
@@ -382,8 +354,7 @@ fn parse_kumomta(text: &str) -> Option<LogLine> {
         if let Some(enhanced) = response.get("enhanced_code").and_then(kumomta_enhanced) {
             line.enhanced = Some(enhanced);
         }
-        line.stage =
-            string(response.get("command")).and_then(|command| step_from_command(&command));
+        line.stage = string(response.get("command")).and_then(|command| step_from_command(&command));
     }
     Some(line)
 }
@@ -402,12 +373,7 @@ fn kumomta_status(kind: &str) -> Option<&'static str> {
 /// Reads KumoMTA's `{"class":5,"subject":7,"detail":1}` form.
 fn kumomta_enhanced(value: &serde_json::Value) -> Option<String> {
     let part = |name: &str| value.get(name).and_then(|part| part.as_u64());
-    Some(format!(
-        "{}.{}.{}",
-        part("class")?,
-        part("subject")?,
-        part("detail")?
-    ))
+    Some(format!("{}.{}.{}", part("class")?, part("subject")?, part("detail")?))
 }
 
 /// Removes `…` cut marks that stand between JSON fields, with the comma
@@ -449,13 +415,11 @@ fn remove_cut_marks(text: &str) -> String {
 
 static ZONE_MTA_LEVEL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(ERR!|WARN|warn|info|verb|silly|http|error)\s").unwrap());
-static ZONE_MTA_EVENT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:^|\s)([A-Z][A-Z_]{3,})(?:\[([\w-]+)\])?(?:\s+\[([\w-]+)\])?(?:\s|$)").unwrap()
-});
+static ZONE_MTA_EVENT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|\s)([A-Z][A-Z_]{3,})(?:\[([\w-]+)\])?(?:\s+\[([\w-]+)\])?(?:\s|$)").unwrap());
 static ZONE_MTA_QUEUE_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?:^|\s)([0-9a-f]{12,}\.\d{3})(?:\s|$)").unwrap());
-static KEY_VALUE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"(?:^|\s)(\w+)=("(?:[^"\\]|\\.)*"?|\S+)"#).unwrap());
+static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r#"(?:^|\s)(\w+)=("(?:[^"\\]|\\.)*"?|\S+)"#).unwrap());
 
 fn parse_zone_mta(text: &str) -> Option<LogLine> {
     let mut line = LogLine::new(LogFormat::ZoneMta);
@@ -477,9 +441,7 @@ fn parse_zone_mta(text: &str) -> Option<LogLine> {
 
     for pair in KEY_VALUE.captures_iter(rest) {
         let raw_value = &pair[2];
-        let value = raw_value.strip_prefix('"').map_or(raw_value, |quoted| {
-            quoted.strip_suffix('"').unwrap_or(quoted)
-        });
+        let value = raw_value.strip_prefix('"').map_or(raw_value, |quoted| quoted.strip_suffix('"').unwrap_or(quoted));
         let complete_value = (!value.contains(CUT)).then(|| value.to_owned());
         match &pair[1] {
             "src" => line.source_ip = value.parse().ok(),
@@ -502,8 +464,7 @@ fn parse_zone_mta(text: &str) -> Option<LogLine> {
     Some(line)
 }
 
-static STARTS_WITH_CODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[2-5]\d\d(?:[ -]|$)").unwrap());
+static STARTS_WITH_CODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[2-5]\d\d(?:[ -]|$)").unwrap());
 
 // --- Haraka --------------------------------------------------------------
 
@@ -511,8 +472,7 @@ static HARAKA_REMOTE_CLOSED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Remote end (\S+):(\d+) closed connection").unwrap());
 static HARAKA_TEMP_FAIL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"Temp failing .*? for (\d+) seconds: (.+?)\s*$").unwrap());
-static HARAKA_BOUNCE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"bouncing mail: (.+?)\s*$").unwrap());
+static HARAKA_BOUNCE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"bouncing mail: (.+?)\s*$").unwrap());
 
 fn parse_haraka(text: &str) -> Option<LogLine> {
     let mut line = LogLine::new(LogFormat::Haraka);
@@ -538,13 +498,11 @@ fn parse_haraka(text: &str) -> Option<LogLine> {
 
 // --- OpenSMTPD -----------------------------------------------------------
 
-static OPENSMTPD_RELAY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\brelay: (Ok|TempFail|PermFail|Loop) for ([^:]+): (.*)$").unwrap()
-});
+static OPENSMTPD_RELAY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\brelay: (Ok|TempFail|PermFail|Loop) for ([^:]+): (.*)$").unwrap());
 static OPENSMTPD_RELAY_FIELD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\brelay=(\S+?)(?: \(([^)]*)\))?,").unwrap());
-static OPENSMTPD_FIELD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b(from|to|delay)=([^,\s]+)").unwrap());
+static OPENSMTPD_FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(from|to|delay)=([^,\s]+)").unwrap());
 static OPENSMTPD_ERROR: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"smtp-out: Error on session (\S+): (.+?)\s*$").unwrap());
 
@@ -566,10 +524,7 @@ fn parse_opensmtpd(text: &str) -> Option<LogLine> {
 
         let fields = &captures[3];
         let (fields, stat) = match fields.find("stat=") {
-            Some(position) => (
-                &fields[..position],
-                Some(&fields[position + "stat=".len()..]),
-            ),
+            Some(position) => (&fields[..position], Some(&fields[position + "stat=".len()..])),
             None => (fields, None),
         };
         if let Some(relay) = OPENSMTPD_RELAY_FIELD.captures(fields) {

@@ -231,9 +231,8 @@ impl Rules {
             outcome: None,
         };
 
-        let (provider, provider_rule) = self
-            .detect_provider(&subject, context.mx_host.as_deref())
-            .unwrap_or((Provider::Other, NO_RULE));
+        let (provider, provider_rule) =
+            self.detect_provider(&subject, context.mx_host.as_deref()).unwrap_or((Provider::Other, NO_RULE));
         subject.provider = Some(provider);
 
         // A reply with a code or an enhanced code has its outcome from it,
@@ -241,9 +240,7 @@ impl Rules {
         let outcome = match reply.class() {
             Some(ReplyClass::PositiveIntermediate) => None,
             Some(_) => reply.outcome(),
-            None => self
-                .outcome_from_wording(&subject)
-                .map(|(outcome, _)| outcome),
+            None => self.outcome_from_wording(&subject).map(|(outcome, _)| outcome),
         };
         subject.outcome = outcome;
 
@@ -263,11 +260,7 @@ impl Rules {
             rule,
             advice: Vec::new(),
         };
-        classification.advice = self.advice(
-            &classification,
-            matched.map(|rule| rule.advice.as_slice()),
-            context,
-        );
+        classification.advice = self.advice(&classification, matched.map(|rule| rule.advice.as_slice()), context);
         classification
     }
 
@@ -295,11 +288,7 @@ impl Rules {
             };
             steps.extend(by_url);
         }
-        advice.extend(
-            steps
-                .into_iter()
-                .filter_map(|step| fill_placeholders(step, classification)),
-        );
+        advice.extend(steps.into_iter().filter_map(|step| fill_placeholders(step, classification)));
         advice
     }
 }

@@ -13,11 +13,7 @@ pub fn explain_text(classification: &Classification, unwrapped: &UnwrappedReply)
     let mut text = String::new();
 
     let _ = writeln!(text, "{}", headline(classification));
-    let _ = writeln!(
-        text,
-        "{}",
-        reason_sentence(classification.reason, classification.provider)
-    );
+    let _ = writeln!(text, "{}", reason_sentence(classification.reason, classification.provider));
     if let Some(ip) = classification.ip {
         let _ = writeln!(text, "The reply names the IP {ip}.");
     }
@@ -74,13 +70,9 @@ fn reason_sentence(reason: Reason, provider: Provider) -> String {
         Reason::IpReputation => {
             format!("{author} distrusts the sending IP or its range, by its own reputation data")
         }
-        Reason::Blocklist => {
-            "a third-party blocklist named in the reply lists the sending IP or domain".to_owned()
-        }
+        Reason::Blocklist => "a third-party blocklist named in the reply lists the sending IP or domain".to_owned(),
         Reason::RateLimit => format!("{author} limits how fast it accepts mail from this sender"),
-        Reason::Authentication => {
-            "SPF, DKIM or DMARC did not pass, or the From domain is not aligned".to_owned()
-        }
+        Reason::Authentication => "SPF, DKIM or DMARC did not pass, or the From domain is not aligned".to_owned(),
         Reason::Content => "the message content drew the verdict".to_owned(),
         Reason::Policy => {
             format!("a policy of {author} or of the recipient's organization refused the mail")
@@ -88,15 +80,9 @@ fn reason_sentence(reason: Reason, provider: Provider) -> String {
         Reason::Recipient => "the problem is the recipient's, not the sender's".to_owned(),
         Reason::Greylist => "greylisting: the receiver wants to see a retry first".to_owned(),
         Reason::Tls => "TLS toward this receiver failed or is required".to_owned(),
-        Reason::Dns => {
-            "the sender's DNS is incomplete, mostly a missing or mismatched PTR record".to_owned()
-        }
-        Reason::Capacity => {
-            "a fault or lack of resources at the receiver; nothing about the sender".to_owned()
-        }
-        Reason::Protocol => {
-            "a problem in the SMTP session itself, not a verdict on the sender".to_owned()
-        }
+        Reason::Dns => "the sender's DNS is incomplete, mostly a missing or mismatched PTR record".to_owned(),
+        Reason::Capacity => "a fault or lack of resources at the receiver; nothing about the sender".to_owned(),
+        Reason::Protocol => "a problem in the SMTP session itself, not a verdict on the sender".to_owned(),
         Reason::Unknown => "the reply names no cause that the rules recognize".to_owned(),
     };
     format!("Reason: {reason}, meaning {meaning}.")

@@ -20,13 +20,9 @@ use super::{Provider, Reason};
 const BUILTIN_TEXT: &str = include_str!("rules.toml");
 
 static BUILTIN: LazyLock<Rules> = LazyLock::new(|| {
-    let source = SourceFile {
-        path: "src/classify/rules.toml".into(),
-        text: BUILTIN_TEXT.to_owned(),
-    };
-    Rules::from_source(&source).unwrap_or_else(|diagnostics| {
-        panic!("the built-in classification rules are invalid:\n{diagnostics}")
-    })
+    let source = SourceFile { path: "src/classify/rules.toml".into(), text: BUILTIN_TEXT.to_owned() };
+    Rules::from_source(&source)
+        .unwrap_or_else(|diagnostics| panic!("the built-in classification rules are invalid:\n{diagnostics}"))
 });
 
 /// Compiled classification rules: provider detection, outcome clues,
@@ -66,11 +62,7 @@ impl Rules {
         let raw: RawFile = source.parse()?;
         let mut errors = Vec::new();
         let rules = compile(raw, &mut errors);
-        if errors.is_empty() {
-            Ok(rules)
-        } else {
-            Err(source.diagnostics(errors))
-        }
+        if errors.is_empty() { Ok(rules) } else { Err(source.diagnostics(errors)) }
     }
 
     fn followed_by(mut self, later: &Rules) -> Rules {
@@ -85,11 +77,7 @@ impl Rules {
 
     /// Finds the provider: wording rules first, then MX suffix rules,
     /// because a wrapped or forwarded reply keeps its author's wording.
-    pub(super) fn detect_provider(
-        &self,
-        subject: &Subject<'_>,
-        mx_host: Option<&str>,
-    ) -> Option<(Provider, &str)> {
+    pub(super) fn detect_provider(&self, subject: &Subject<'_>, mx_host: Option<&str>) -> Option<(Provider, &str)> {
         let by_wording = self
             .providers
             .iter()
@@ -102,27 +90,18 @@ impl Rules {
         let host = mx_host?.trim().trim_end_matches('.').to_ascii_lowercase();
         self.providers
             .iter()
-            .find(|rule| {
-                rule.mx_suffixes
-                    .iter()
-                    .any(|suffix| host_has_suffix(&host, suffix))
-            })
+            .find(|rule| rule.mx_suffixes.iter().any(|suffix| host_has_suffix(&host, suffix)))
             .map(|rule| (rule.provider, rule.id.as_str()))
     }
 
     /// Reads the outcome from the wording, for text without any code.
     pub(super) fn outcome_from_wording(&self, subject: &Subject<'_>) -> Option<(Outcome, &str)> {
-        self.outcomes
-            .iter()
-            .find(|rule| rule.conditions.matches(subject))
-            .map(|rule| (rule.outcome, rule.id.as_str()))
+        self.outcomes.iter().find(|rule| rule.conditions.matches(subject)).map(|rule| (rule.outcome, rule.id.as_str()))
     }
 
     /// Finds the first reason rule that matches.
     pub(super) fn match_reason(&self, subject: &Subject<'_>) -> Option<&ReasonRule> {
-        self.reasons
-            .iter()
-            .find(|rule| rule.conditions.matches(subject))
+        self.reasons.iter().find(|rule| rule.conditions.matches(subject))
     }
 
     pub(super) fn advice_for(&self, reason: Reason) -> Option<&Advice> {
@@ -212,57 +191,31 @@ impl Conditions {
             return false;
         }
         if !self.codes.is_empty()
-            && !subject
-                .code
-                .is_some_and(|code| self.codes.iter().any(|range| range.contains(code)))
+            && !subject.code.is_some_and(|code| self.codes.iter().any(|range| range.contains(code)))
         {
             return false;
         }
         if !self.enhanced.is_empty()
-            && !subject.enhanced.is_some_and(|enhanced| {
-                self.enhanced
-                    .iter()
-                    .any(|pattern| pattern.matches(enhanced))
-            })
+            && !subject.enhanced.is_some_and(|enhanced| self.enhanced.iter().any(|pattern| pattern.matches(enhanced)))
         {
             return false;
         }
-        if !self.stages.is_empty()
-            && !subject
-                .stage
-                .is_some_and(|stage| self.stages.contains(&stage))
-        {
+        if !self.stages.is_empty() && !subject.stage.is_some_and(|stage| self.stages.contains(&stage)) {
             return false;
         }
-        if !self.providers.is_empty()
-            && !subject
-                .provider
-                .is_some_and(|provider| self.providers.contains(&provider))
-        {
+        if !self.providers.is_empty() && !subject.provider.is_some_and(|provider| self.providers.contains(&provider)) {
             return false;
         }
-        if !self.outcomes.is_empty()
-            && !subject
-                .outcome
-                .is_some_and(|outcome| self.outcomes.contains(&outcome))
-        {
+        if !self.outcomes.is_empty() && !subject.outcome.is_some_and(|outcome| self.outcomes.contains(&outcome)) {
             return false;
         }
         !self.has_text_condition() || self.text_matches(subject)
     }
 
     fn text_matches(&self, subject: &Subject<'_>) -> bool {
-        self.contains
-            .iter()
-            .any(|needle| subject.lowercase_text.contains(needle.as_str()))
-            || self
-                .regexes
-                .iter()
-                .any(|regex| regex.is_match(subject.text))
-            || self
-                .raw_regexes
-                .iter()
-                .any(|regex| subject.raw_lines.iter().any(|line| regex.is_match(line)))
+        self.contains.iter().any(|needle| subject.lowercase_text.contains(needle.as_str()))
+            || self.regexes.iter().any(|regex| regex.is_match(subject.text))
+            || self.raw_regexes.iter().any(|regex| subject.raw_lines.iter().any(|line| regex.is_match(line)))
     }
 }
 
@@ -278,10 +231,7 @@ impl CodeRange {
         let text = text.trim();
         if let Some(class) = text.strip_suffix("xx").or_else(|| text.strip_suffix("XX")) {
             let digit: u16 = class.parse().ok().filter(|digit| (2..=5).contains(digit))?;
-            return Some(CodeRange {
-                low: digit * 100,
-                high: digit * 100 + 99,
-            });
+            return Some(CodeRange { low: digit * 100, high: digit * 100 + 99 });
         }
         let (low, high) = match text.split_once('-') {
             Some((low, high)) => (low.trim().parse().ok()?, high.trim().parse().ok()?),
@@ -344,28 +294,18 @@ impl EnhancedPattern {
             }
             Some((low, high))
         };
-        Some(EnhancedPattern {
-            class,
-            subject,
-            detail,
-        })
+        Some(EnhancedPattern { class, subject, detail })
     }
 
     fn matches(self, enhanced: &str) -> bool {
-        let mut parts = enhanced
-            .trim_start_matches('#')
-            .split('.')
-            .map(|part| part.parse::<u16>().ok());
-        let (Some(Some(class)), Some(Some(subject)), Some(Some(detail))) =
-            (parts.next(), parts.next(), parts.next())
+        let mut parts = enhanced.trim_start_matches('#').split('.').map(|part| part.parse::<u16>().ok());
+        let (Some(Some(class)), Some(Some(subject)), Some(Some(detail))) = (parts.next(), parts.next(), parts.next())
         else {
             return false;
         };
         self.class.is_none_or(|expected| expected == class)
             && self.subject.is_none_or(|expected| expected == subject)
-            && self
-                .detail
-                .is_none_or(|(low, high)| (low..=high).contains(&detail))
+            && self.detail.is_none_or(|(low, high)| (low..=high).contains(&detail))
     }
 }
 
@@ -498,8 +438,7 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
     for (index, rule) in raw.provider.into_iter().enumerate() {
         let key = format!("provider[{index}]");
         check_id(&rule.id, &key, &mut seen_ids, errors);
-        let mut conditions =
-            text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
+        let mut conditions = text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
         conditions.codes = code_ranges(&rule.code, &key, errors);
         conditions.enhanced = enhanced_patterns(&rule.enhanced, &key, errors);
         conditions.stages = rule.stage;
@@ -529,8 +468,7 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
     for (index, rule) in raw.outcome.into_iter().enumerate() {
         let key = format!("outcome[{index}]");
         check_id(&rule.id, &key, &mut seen_ids, errors);
-        let conditions =
-            text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
+        let conditions = text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
         if conditions.is_empty() {
             errors.push(FieldError::at(
                 &rule.id,
@@ -538,19 +476,14 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
                 "the rule has no condition; add contains, regex or raw_regex",
             ));
         }
-        outcomes.push(OutcomeRule {
-            id: rule.id.into_inner(),
-            outcome: rule.outcome.into(),
-            conditions,
-        });
+        outcomes.push(OutcomeRule { id: rule.id.into_inner(), outcome: rule.outcome.into(), conditions });
     }
 
     let mut reasons = Vec::new();
     for (index, rule) in raw.reason.into_iter().enumerate() {
         let key = format!("reason[{index}]");
         check_id(&rule.id, &key, &mut seen_ids, errors);
-        let mut conditions =
-            text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
+        let mut conditions = text_conditions(&rule.contains, &rule.regex, &rule.raw_regex, &key, errors);
         conditions.codes = code_ranges(&rule.code, &key, errors);
         conditions.enhanced = enhanced_patterns(&rule.enhanced, &key, errors);
         conditions.stages = rule.stage;
@@ -564,57 +497,31 @@ fn compile(raw: RawFile, errors: &mut Vec<FieldError>) -> Rules {
                 "the rule has no condition, so it would match every reply; add at least one",
             ));
         }
-        reasons.push(ReasonRule {
-            id: rule.id.into_inner(),
-            reason: rule.reason,
-            advice: rule.advice,
-            conditions,
-        });
+        reasons.push(ReasonRule { id: rule.id.into_inner(), reason: rule.reason, advice: rule.advice, conditions });
     }
 
     let advice = raw
         .advice
         .into_iter()
         .map(|(reason, raw)| {
-            let advice = Advice {
-                steps: raw.steps,
-                with_url: raw.with_url,
-                without_url: raw.without_url,
-            };
+            let advice = Advice { steps: raw.steps, with_url: raw.with_url, without_url: raw.without_url };
             (reason, advice)
         })
         .collect();
 
-    Rules {
-        providers,
-        outcomes,
-        reasons,
-        advice,
-    }
+    Rules { providers, outcomes, reasons, advice }
 }
 
-fn check_id(
-    id: &Spanned<String>,
-    key: &str,
-    seen: &mut BTreeMap<String, String>,
-    errors: &mut Vec<FieldError>,
-) {
+fn check_id(id: &Spanned<String>, key: &str, seen: &mut BTreeMap<String, String>, errors: &mut Vec<FieldError>) {
     if id.get_ref().trim().is_empty() {
-        errors.push(FieldError::at(
-            id,
-            format!("{key}.id"),
-            "empty rule id; give the rule a short name",
-        ));
+        errors.push(FieldError::at(id, format!("{key}.id"), "empty rule id; give the rule a short name"));
         return;
     }
     if let Some(first) = seen.insert(id.get_ref().clone(), key.to_owned()) {
         errors.push(FieldError::at(
             id,
             format!("{key}.id"),
-            format!(
-                "duplicate rule id {:?}, already used by {first}",
-                id.get_ref()
-            ),
+            format!("duplicate rule id {:?}, already used by {first}", id.get_ref()),
         ));
     }
 }
@@ -627,52 +534,28 @@ fn text_conditions(
     errors: &mut Vec<FieldError>,
 ) -> Conditions {
     Conditions {
-        contains: contains
-            .iter()
-            .map(|needle| needle.to_lowercase())
-            .collect(),
+        contains: contains.iter().map(|needle| needle.to_lowercase()).collect(),
         regexes: compile_regexes(regex, &format!("{key}.regex"), errors),
         raw_regexes: compile_regexes(raw_regex, &format!("{key}.raw_regex"), errors),
         ..Conditions::default()
     }
 }
 
-fn compile_regexes(
-    patterns: &[Spanned<String>],
-    key: &str,
-    errors: &mut Vec<FieldError>,
-) -> Vec<Regex> {
+fn compile_regexes(patterns: &[Spanned<String>], key: &str, errors: &mut Vec<FieldError>) -> Vec<Regex> {
     let mut compiled = Vec::new();
     for pattern in patterns {
-        match RegexBuilder::new(pattern.get_ref())
-            .case_insensitive(true)
-            .build()
-        {
+        match RegexBuilder::new(pattern.get_ref()).case_insensitive(true).build() {
             Ok(regex) => compiled.push(regex),
             Err(error) => {
-                let detail = error
-                    .to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned();
-                errors.push(FieldError::at(
-                    pattern,
-                    key,
-                    format!("invalid regex {:?}: {detail}", pattern.get_ref()),
-                ));
+                let detail = error.to_string().lines().last().unwrap_or_default().trim().to_owned();
+                errors.push(FieldError::at(pattern, key, format!("invalid regex {:?}: {detail}", pattern.get_ref())));
             }
         }
     }
     compiled
 }
 
-fn code_ranges(
-    values: &[Spanned<String>],
-    key: &str,
-    errors: &mut Vec<FieldError>,
-) -> Vec<CodeRange> {
+fn code_ranges(values: &[Spanned<String>], key: &str, errors: &mut Vec<FieldError>) -> Vec<CodeRange> {
     values
         .iter()
         .filter_map(|value| {
@@ -681,7 +564,10 @@ fn code_ranges(
                 errors.push(FieldError::at(
                     value,
                     format!("{key}.code"),
-                    format!("invalid reply code {:?}; write a code (421), a class (4xx) or a range (500-504)", value.get_ref()),
+                    format!(
+                        "invalid reply code {:?}; write a code (421), a class (4xx) or a range (500-504)",
+                        value.get_ref()
+                    ),
                 ));
             }
             parsed
@@ -689,11 +575,7 @@ fn code_ranges(
         .collect()
 }
 
-fn enhanced_patterns(
-    values: &[Spanned<String>],
-    key: &str,
-    errors: &mut Vec<FieldError>,
-) -> Vec<EnhancedPattern> {
+fn enhanced_patterns(values: &[Spanned<String>], key: &str, errors: &mut Vec<FieldError>) -> Vec<EnhancedPattern> {
     values
         .iter()
         .filter_map(|value| {

@@ -30,24 +30,22 @@ pub struct UnwrappedReply {
 /// Wrappers are peeled one at a time; real wrappers nest two or three deep.
 const MAX_LAYERS: usize = 6;
 
-static STARTS_WITH_REPLY: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:[2-5]\d\d(?:[ -]|$)|#?[245]\.\d{1,3}\.\d{1,3}(?:\s|$))").unwrap()
-});
+static STARTS_WITH_REPLY: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:[2-5]\d\d(?:[ -]|$)|#?[245]\.\d{1,3}\.\d{1,3}(?:\s|$))").unwrap());
 static POSTFIX_SAID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)^(?:.*?\s)??host (\S+?)\[([^\]]*)\] said:\s*(.*)$").unwrap());
-static POSTFIX_REFUSED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?s)^(?:.*?\s)??host (\S+?)\[([^\]]*)\] refused to talk to me:\s*(.*)$").unwrap()
-});
+static POSTFIX_REFUSED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)^(?:.*?\s)??host (\S+?)\[([^\]]*)\] refused to talk to me:\s*(.*)$").unwrap());
 static EXIM_ERROR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?s)^.*?(?:\bH=(\S+) \[([^\]]+)\][^:]*:\s*)?SMTP error from remote mail (?:server|host) after (.+?):\s+(?:host (\S+) \[([^\]]+)\]:\s*)?(.*)$",
     )
     .unwrap()
 });
-static RESPONSE_FIELD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)^(.*?)\bresponse=(.*)$").unwrap());
+static RESPONSE_FIELD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)^(.*?)\bresponse=(.*)$").unwrap());
 static LIBRARY_ERROR: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?s)^.*?host '([^']+)' rejected command '([^']+)' with code (\d{3})(?: \(([^)]*)\))? '(.*)'\s*$").unwrap()
+    Regex::new(r"(?s)^.*?host '([^']+)' rejected command '([^']+)' with code (\d{3})(?: \(([^)]*)\))? '(.*)'\s*$")
+        .unwrap()
 });
 static NODEMAILER_ERROR: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -59,12 +57,9 @@ static EXCHANGE_RETURNED: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?si)^.*?Remote Server returned '(.*)'\s*$").unwrap());
 static DIAGNOSTIC_TYPE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?si)^\s*(smtp|x-[a-z0-9-]+);\s*(.*)$").unwrap());
-static IN_REPLY_TO: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\(in reply to ([^)]*)\)").unwrap());
-static IN_REPLY_TO_AT_END: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\s*\(in reply to ([^)]*)\)\s*$").unwrap());
-static EMBEDDED_REPLY: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"said:\s*[2-5]\d\d[ -]").unwrap());
+static IN_REPLY_TO: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\(in reply to ([^)]*)\)").unwrap());
+static IN_REPLY_TO_AT_END: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\s*\(in reply to ([^)]*)\)\s*$").unwrap());
+static EMBEDDED_REPLY: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"said:\s*[2-5]\d\d[ -]").unwrap());
 
 /// Strips the wrappers around one reply and parses what remains.
 ///
@@ -115,10 +110,7 @@ fn unwrap_text(text: &str) -> UnwrappedReply {
 /// Removes every wrapper around a reply and its closing `(in reply to …)`,
 /// leaving the reply text as the wrapper logged it.
 pub(super) fn peel(text: &str) -> Layer {
-    let mut found = Layer {
-        rest: text.trim().to_owned(),
-        ..Layer::default()
-    };
+    let mut found = Layer { rest: text.trim().to_owned(), ..Layer::default() };
 
     if let Some(dsn) = read_dsn(&found.rest) {
         found = dsn;
@@ -141,11 +133,7 @@ pub(super) fn peel(text: &str) -> Layer {
     }
 
     let (body, stage) = strip_in_reply_to(&found.rest);
-    Layer {
-        rest: body.trim().to_owned(),
-        stage: found.stage.or(stage),
-        ..found
-    }
+    Layer { rest: body.trim().to_owned(), stage: found.stage.or(stage), ..found }
 }
 
 /// Removes the outermost wrapper that one of the known forms matches.
@@ -167,14 +155,8 @@ fn peel_layer(text: &str) -> Option<Layer> {
         });
     }
     if let Some(captures) = EXIM_ERROR.captures(text) {
-        let host = captures
-            .get(1)
-            .or(captures.get(4))
-            .map(|host| host.as_str().to_owned());
-        let ip = captures
-            .get(2)
-            .or(captures.get(5))
-            .and_then(|ip| ip.as_str().parse().ok());
+        let host = captures.get(1).or(captures.get(4)).map(|host| host.as_str().to_owned());
+        let ip = captures.get(2).or(captures.get(5)).and_then(|ip| ip.as_str().parse().ok());
         return Some(Layer {
             rest: captures[6].trim().to_owned(),
             stage: step_from_command(&captures[3]),
@@ -184,11 +166,7 @@ fn peel_layer(text: &str) -> Option<Layer> {
     }
     if let Some(captures) = LIBRARY_ERROR.captures(text) {
         return Some(Layer {
-            rest: rebuild_library_reply(
-                &captures[3],
-                captures.get(4).map(|m| m.as_str()),
-                &captures[5],
-            ),
+            rest: rebuild_library_reply(&captures[3], captures.get(4).map(|m| m.as_str()), &captures[5]),
             stage: step_from_command(&captures[2]),
             mx_host: Some(captures[1].to_owned()),
             relay_ip: None,
@@ -196,14 +174,8 @@ fn peel_layer(text: &str) -> Option<Layer> {
     }
     if let Some(captures) = RESPONSE_FIELD.captures(text) {
         let before = &captures[1];
-        let stage = before
-            .contains("Invalid greeting")
-            .then_some(Step::Greeting);
-        return Some(Layer {
-            rest: response_value(&captures[2]),
-            stage,
-            ..Layer::default()
-        });
+        let stage = before.contains("Invalid greeting").then_some(Step::Greeting);
+        return Some(Layer { rest: response_value(&captures[2]), stage, ..Layer::default() });
     }
     if let Some(captures) = NODEMAILER_ERROR.captures(text) {
         let stage = match &captures[1] {
@@ -212,23 +184,13 @@ fn peel_layer(text: &str) -> Option<Layer> {
             "Message failed" => Some(Step::EndOfData),
             _ => Some(Step::Rcpt),
         };
-        return Some(Layer {
-            rest: captures[2].trim().to_owned(),
-            stage,
-            ..Layer::default()
-        });
+        return Some(Layer { rest: captures[2].trim().to_owned(), stage, ..Layer::default() });
     }
     if let Some(captures) = EXCHANGE_RETURNED.captures(text) {
-        return Some(Layer {
-            rest: captures[1].trim().to_owned(),
-            ..Layer::default()
-        });
+        return Some(Layer { rest: captures[1].trim().to_owned(), ..Layer::default() });
     }
     if let Some(captures) = DIAGNOSTIC_TYPE.captures(text) {
-        return Some(Layer {
-            rest: captures[2].trim().to_owned(),
-            ..Layer::default()
-        });
+        return Some(Layer { rest: captures[2].trim().to_owned(), ..Layer::default() });
     }
     None
 }
@@ -237,15 +199,10 @@ fn peel_layer(text: &str) -> Option<Layer> {
 /// `Diagnostic-Code` value with its folded lines, and `Remote-MTA`.
 fn read_dsn(text: &str) -> Option<Layer> {
     let lines: Vec<&str> = text.lines().collect();
-    let start = lines
-        .iter()
-        .position(|line| has_field_name(line, "diagnostic-code"))?;
+    let start = lines.iter().position(|line| has_field_name(line, "diagnostic-code"))?;
 
     let mut value = field_value(lines[start]).to_owned();
-    for folded in lines[start + 1..]
-        .iter()
-        .take_while(|line| line.starts_with([' ', '\t']))
-    {
+    for folded in lines[start + 1..].iter().take_while(|line| line.starts_with([' ', '\t'])) {
         value.push(' ');
         value.push_str(folded.trim());
     }
@@ -266,17 +223,11 @@ fn read_dsn(text: &str) -> Option<Layer> {
         },
         None => (None, None),
     };
-    Some(Layer {
-        rest,
-        stage: None,
-        mx_host,
-        relay_ip,
-    })
+    Some(Layer { rest, stage: None, mx_host, relay_ip })
 }
 
 fn has_field_name(line: &str, name: &str) -> bool {
-    line.split_once(':')
-        .is_some_and(|(field, _)| field.trim().eq_ignore_ascii_case(name))
+    line.split_once(':').is_some_and(|(field, _)| field.trim().eq_ignore_ascii_case(name))
 }
 
 fn field_value(line: &str) -> &str {
@@ -347,10 +298,7 @@ fn split_joined_lines(text: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut rest = text;
     loop {
-        let next = [rest.find(&continued), rest.find(&last)]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [rest.find(&continued), rest.find(&last)].into_iter().flatten().min();
         match next {
             Some(position) => {
                 lines.push(rest[..position].trim_end().to_owned());
@@ -371,16 +319,10 @@ pub(super) fn step_from_command(command: &str) -> Option<Step> {
     let command = command.strip_prefix("pipelined ").unwrap_or(&command);
     let command = command.strip_prefix("sending ").unwrap_or(command);
 
-    if command.contains("end of data")
-        || command.contains("message body")
-        || command.starts_with("end of")
-    {
+    if command.contains("end of data") || command.contains("message body") || command.starts_with("end of") {
         return Some(Step::EndOfData);
     }
-    if command.contains("greeting")
-        || command.contains("initial connection")
-        || command.starts_with("connect")
-    {
+    if command.contains("greeting") || command.contains("initial connection") || command.starts_with("connect") {
         return Some(Step::Greeting);
     }
     let first = command

@@ -42,7 +42,8 @@ impl MaildirReader {
                         let entry = entry.map_err(|source| CollectError::Maildir { path: dir.clone(), source })?;
                         let path = entry.path();
                         let Some(token) = token_of(&path).filter(|token| tokens.contains(token)) else { continue };
-                        let bytes = fs::read(&path).map_err(|source| CollectError::Maildir { path: path.clone(), source })?;
+                        let bytes =
+                            fs::read(&path).map_err(|source| CollectError::Maildir { path: path.clone(), source })?;
                         found.push(FoundCopy {
                             token,
                             placement: self.placement(&folder),
@@ -157,8 +158,16 @@ mod tests {
         let inbox_token = TrackingToken::generate();
         let junk_token = TrackingToken::generate();
         let other_token = TrackingToken::generate();
-        write(&root.path().join("new"), "1", &format!("From: a@example.com\r\n{TOKEN_HEADER}: {}\r\n\r\nbody\r\n", inbox_token.as_str()));
-        write(&root.path().join(".Junk/cur"), "2", &format!("Message-ID: <{}>\r\n\r\nbody\r\n", junk_token.message_id("example.com")));
+        write(
+            &root.path().join("new"),
+            "1",
+            &format!("From: a@example.com\r\n{TOKEN_HEADER}: {}\r\n\r\nbody\r\n", inbox_token.as_str()),
+        );
+        write(
+            &root.path().join(".Junk/cur"),
+            "2",
+            &format!("Message-ID: <{}>\r\n\r\nbody\r\n", junk_token.message_id("example.com")),
+        );
         write(&root.path().join("cur"), "3", &format!("{TOKEN_HEADER}: {}\r\n\r\nbody\r\n", other_token.as_str()));
 
         let reader = MaildirReader { roots: vec![root.path().to_path_buf()], spam_folders: vec!["Junk".into()] };

@@ -78,7 +78,8 @@ pub async fn collect(
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     loop {
         for (name, (reader, tokens)) in mailboxes.iter_mut() {
-            let missing: BTreeSet<String> = tokens.iter().filter(|token| !found.contains_key(*token)).cloned().collect();
+            let missing: BTreeSet<String> =
+                tokens.iter().filter(|token| !found.contains_key(*token)).cloned().collect();
             if missing.is_empty() || errors.contains_key(name) {
                 continue;
             }

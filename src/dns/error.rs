@@ -40,11 +40,7 @@ pub enum DnsError {
         first.display(),
         second.display()
     )]
-    DuplicateZone {
-        origin: String,
-        first: PathBuf,
-        second: PathBuf,
-    },
+    DuplicateZone { origin: String, first: PathBuf, second: PathBuf },
 
     #[error("failed to start the local DNS server on {address}: {source}")]
     Bind {
@@ -53,7 +49,9 @@ pub enum DnsError {
         source: std::io::Error,
     },
 
-    #[error("failed to read the system DNS configuration (/etc/resolv.conf): {reason}; set nameservers in the [dns] table")]
+    #[error(
+        "failed to read the system DNS configuration (/etc/resolv.conf): {reason}; set nameservers in the [dns] table"
+    )]
     SystemConfig { reason: String },
 
     #[error("failed to build the DNS resolver for {server}: {reason}")]
@@ -62,33 +60,23 @@ pub enum DnsError {
     #[error("invalid domain name {name:?}: {reason}")]
     InvalidName { name: String, reason: String },
 
-    #[error("{name} does not exist (NXDOMAIN from {server}); check the name, or add it to a local zone in the [dns] table")]
+    #[error(
+        "{name} does not exist (NXDOMAIN from {server}); check the name, or add it to a local zone in the [dns] table"
+    )]
     NotFound { name: String, server: String },
 
     #[error("{record_type} lookup of {name} timed out at {server}; check that the nameserver is running and reachable")]
-    Timeout {
-        name: String,
-        record_type: RecordType,
-        server: String,
-    },
+    Timeout { name: String, record_type: RecordType, server: String },
 
     #[error("{server} answered {code} to the {record_type} lookup of {name}; check the nameserver, or retry later")]
-    ServerFailure {
-        name: String,
-        record_type: RecordType,
-        server: String,
-        code: ResponseCode,
-    },
+    ServerFailure { name: String, record_type: RecordType, server: String, code: ResponseCode },
 
     #[error("{record_type} lookup of {name} failed at {server}: {reason}")]
-    Lookup {
-        name: String,
-        record_type: RecordType,
-        server: String,
-        reason: String,
-    },
+    Lookup { name: String, record_type: RecordType, server: String, reason: String },
 
-    #[error("{domain} publishes a null MX (RFC 7505) and accepts no mail; remove its seeds or route them with [delivery] routes")]
+    #[error(
+        "{domain} publishes a null MX (RFC 7505) and accepts no mail; remove its seeds or route them with [delivery] routes"
+    )]
     NullMx { domain: String },
 
     #[error("no mail server of {domain} has an address (tried {hosts}); check the A and AAAA records of its MX hosts")]

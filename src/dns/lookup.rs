@@ -105,10 +105,7 @@ impl Dns {
         source: String,
         server: Option<LocalServer>,
     ) -> Result<Dns, DnsError> {
-        let resolver_error = |error: NetError| DnsError::Resolver {
-            server: source.clone(),
-            reason: error.to_string(),
-        };
+        let resolver_error = |error: NetError| DnsError::Resolver { server: source.clone(), reason: error.to_string() };
         let resolver = TokioResolver::builder_with_config(config.clone(), TokioRuntimeProvider::default())
             .with_options(options.clone())
             .build()
@@ -116,12 +113,7 @@ impl Dns {
         let authenticator = MessageAuthenticator::new(config, options).map_err(resolver_error)?;
         tracing::debug!(%source, "DNS ready");
 
-        Ok(Dns {
-            resolver,
-            authenticator: Arc::new(authenticator),
-            server,
-            source,
-        })
+        Ok(Dns { resolver, authenticator: Arc::new(authenticator), server, source })
     }
 
     /// Stops the local server, if any, and waits for its tasks to end.
@@ -154,10 +146,7 @@ impl Dns {
         let mut exchanges: Vec<MxRecord> = records
             .iter()
             .filter_map(|record| match &record.data {
-                RData::MX(mx) => Some(MxRecord {
-                    preference: mx.preference,
-                    exchange: host_text(&mx.exchange),
-                }),
+                RData::MX(mx) => Some(MxRecord { preference: mx.preference, exchange: host_text(&mx.exchange) }),
                 _ => None,
             })
             .collect();
@@ -171,10 +160,8 @@ impl Dns {
     /// those addresses are returned; the failure is logged at debug level.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         let name = parse_name(host)?;
-        let (ipv4, ipv6) = tokio::join!(
-            self.query(host, &name, RecordType::A),
-            self.query(host, &name, RecordType::AAAA),
-        );
+        let (ipv4, ipv6) =
+            tokio::join!(self.query(host, &name, RecordType::A), self.query(host, &name, RecordType::AAAA),);
 
         let mut addresses = Vec::new();
         let mut first_error = None;
@@ -214,10 +201,7 @@ impl Dns {
             tracing::debug!(%domain, "no MX records; delivering to the domain itself");
             let addresses = self.addresses(domain).await?;
             if addresses.is_empty() {
-                return Err(DnsError::NoAddress {
-                    domain: domain.to_owned(),
-                    hosts: domain.to_owned(),
-                });
+                return Err(DnsError::NoAddress { domain: domain.to_owned(), hosts: domain.to_owned() });
             }
             return Ok(vec![DeliveryTarget {
                 host: domain.trim_end_matches('.').to_owned(),
@@ -237,11 +221,7 @@ impl Dns {
                     Vec::new()
                 }
             };
-            targets.push(DeliveryTarget {
-                host: mx.exchange,
-                preference: Some(mx.preference),
-                addresses,
-            });
+            targets.push(DeliveryTarget { host: mx.exchange, preference: Some(mx.preference), addresses });
         }
 
         if targets.iter().all(|target| target.addresses.is_empty()) {
@@ -266,25 +246,17 @@ impl Dns {
             Ok(lookup) => Ok(lookup.answers().to_vec()),
             Err(NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(no_records))) => {
                 if no_records.response_code == ResponseCode::NXDomain {
-                    Err(DnsError::NotFound {
-                        name: name_text,
-                        server: self.source.clone(),
-                    })
+                    Err(DnsError::NotFound { name: name_text, server: self.source.clone() })
                 } else {
                     Ok(Vec::new())
                 }
             }
-            Err(NetError::Dns(hickory_resolver::net::DnsError::ResponseCode(code))) => Err(DnsError::ServerFailure {
-                name: name_text,
-                record_type,
-                server: self.source.clone(),
-                code,
-            }),
-            Err(NetError::Timeout) => Err(DnsError::Timeout {
-                name: name_text,
-                record_type,
-                server: self.source.clone(),
-            }),
+            Err(NetError::Dns(hickory_resolver::net::DnsError::ResponseCode(code))) => {
+                Err(DnsError::ServerFailure { name: name_text, record_type, server: self.source.clone(), code })
+            }
+            Err(NetError::Timeout) => {
+                Err(DnsError::Timeout { name: name_text, record_type, server: self.source.clone() })
+            }
             Err(other) => Err(DnsError::Lookup {
                 name: name_text,
                 record_type,
@@ -322,15 +294,10 @@ fn nameserver_configs(addresses: &[SocketAddr]) -> Vec<NameServerConfig> {
 fn parse_name(text: &str) -> Result<Name, DnsError> {
     let trimmed = text.trim();
     if trimmed.is_empty() || trimmed == "." {
-        return Err(DnsError::InvalidName {
-            name: text.to_owned(),
-            reason: "the name is empty".to_owned(),
-        });
+        return Err(DnsError::InvalidName { name: text.to_owned(), reason: "the name is empty".to_owned() });
     }
-    let mut name = Name::from_utf8(trimmed).map_err(|error| DnsError::InvalidName {
-        name: text.to_owned(),
-        reason: error.to_string(),
-    })?;
+    let mut name = Name::from_utf8(trimmed)
+        .map_err(|error| DnsError::InvalidName { name: text.to_owned(), reason: error.to_string() })?;
     name.set_fqdn(true);
     Ok(name)
 }

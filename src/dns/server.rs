@@ -75,26 +75,19 @@ impl LocalServer {
                 // with only an SOA returns NXDOMAIN at once instead.
                 Arc::new(empty_root_zone())
             } else {
-                let config = ForwardConfig {
-                    name_servers: upstream,
-                    options: Some(upstream_options),
-                };
-                let handler = ForwardZoneHandler::builder_tokio(config)
-                    .build()
-                    .map_err(|reason| DnsError::Resolver {
-                        server: "the local DNS server's forwarder".to_owned(),
-                        reason,
-                    })?;
+                let config = ForwardConfig { name_servers: upstream, options: Some(upstream_options) };
+                let handler = ForwardZoneHandler::builder_tokio(config).build().map_err(|reason| {
+                    DnsError::Resolver { server: "the local DNS server's forwarder".to_owned(), reason }
+                })?;
                 Arc::new(handler)
             };
             catalog.upsert(root, vec![fallback]);
         }
 
         let (udp, tcp) = bind_loopback().await?;
-        let address = udp.local_addr().map_err(|source| DnsError::Bind {
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            source,
-        })?;
+        let address = udp
+            .local_addr()
+            .map_err(|source| DnsError::Bind { address: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), source })?;
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
@@ -116,9 +109,7 @@ async fn bind_loopback() -> Result<(UdpSocket, TcpListener), DnsError> {
     let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut last_error = None;
     for _ in 0..BIND_ATTEMPTS {
-        let udp = UdpSocket::bind(any_port)
-            .await
-            .map_err(|source| DnsError::Bind { address: any_port, source })?;
+        let udp = UdpSocket::bind(any_port).await.map_err(|source| DnsError::Bind { address: any_port, source })?;
         let address = udp.local_addr().map_err(|source| DnsError::Bind { address: any_port, source })?;
         match TcpListener::bind(address).await {
             Ok(tcp) => return Ok((udp, tcp)),
@@ -131,10 +122,8 @@ async fn bind_loopback() -> Result<(UdpSocket, TcpListener), DnsError> {
 
 /// Parses one master file into an authoritative zone handler.
 fn load_zone(path: &Path) -> Result<(Name, Arc<dyn ZoneHandler>), DnsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DnsError::ReadZone {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| DnsError::ReadZone { path: path.to_path_buf(), source })?;
 
     let (origin, records) = match parse_zone(&text, path) {
         Ok(parsed) => parsed,
@@ -157,12 +146,9 @@ fn load_zone(path: &Path) -> Result<(Name, Arc<dyn ZoneHandler>), DnsError> {
         });
     }
 
-    let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny).map_err(
-        |reason| DnsError::ZoneSetup {
-            path: path.to_path_buf(),
-            reason,
-        },
-    )?;
+    let handler =
+        InMemoryZoneHandler::<TokioRuntimeProvider>::new(origin.clone(), records, ZoneType::Primary, AxfrPolicy::Deny)
+            .map_err(|reason| DnsError::ZoneSetup { path: path.to_path_buf(), reason })?;
     tracing::debug!(%origin, path = %path.display(), "zone loaded");
     Ok((origin, Arc::new(handler)))
 }
@@ -170,9 +156,7 @@ fn load_zone(path: &Path) -> Result<(Name, Arc<dyn ZoneHandler>), DnsError> {
 type ParsedZone = (Name, BTreeMap<RrKey, RecordSet>);
 
 fn parse_zone(text: &str, path: &Path) -> Result<ParsedZone, String> {
-    Parser::new(text, Some(path.to_path_buf()), None)
-        .parse()
-        .map_err(|error| error.to_string())
+    Parser::new(text, Some(path.to_path_buf()), None).parse().map_err(|error| error.to_string())
 }
 
 /// Finds a TXT record whose text starts with a double quote: hickory-proto
@@ -196,11 +180,8 @@ fn txt_split_in_parentheses(records: &BTreeMap<RrKey, RecordSet>) -> Option<Stri
 /// fails with the same message ends on the offending line. A prefix cut inside
 /// a parenthesised record fails with a different message, so it is skipped.
 fn locate_parse_error(text: &str, path: &Path, reason: &str) -> Option<usize> {
-    let line_ends: Vec<usize> = text
-        .match_indices('\n')
-        .map(|(index, _)| index + 1)
-        .chain(std::iter::once(text.len()))
-        .collect();
+    let line_ends: Vec<usize> =
+        text.match_indices('\n').map(|(index, _)| index + 1).chain(std::iter::once(text.len())).collect();
     let fails_the_same = |lines: usize| {
         let prefix = &text[..line_ends[lines - 1]];
         matches!(parse_zone(prefix, path), Err(other) if other == reason)

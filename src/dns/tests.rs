@@ -182,9 +182,7 @@ async fn invalid_zone_names_file_and_line() {
     let text = "$ORIGIN bad.test.\n$TTL 300\n@ IN SOA ns1.bad.test. h.bad.test. ( 1 3600 600 86400 60 )\nmx IN A 127.0.0.1\nwww IN A not-an-address\n";
     let path = write_zone(dir.path(), "bad.test.zone", text);
 
-    let error = Dns::start(&DnsSettings { nameservers: Vec::new(), zones: vec![path.clone()] })
-        .await
-        .unwrap_err();
+    let error = Dns::start(&DnsSettings { nameservers: Vec::new(), zones: vec![path.clone()] }).await.unwrap_err();
     assert!(matches!(&error, DnsError::InvalidZone { line: Some(5), .. }), "{error}");
     assert!(error.to_string().contains(&path.display().to_string()), "{error}");
 }
@@ -216,13 +214,23 @@ async fn authenticator_verifies_spf_against_zone() {
 
     let allowed = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10));
     let output = authenticator
-        .verify_spf(SpfParameters::verify_mail_from(allowed, "mta.sender.test", "mx.receiver.test", "bounces@sender.test"))
+        .verify_spf(SpfParameters::verify_mail_from(
+            allowed,
+            "mta.sender.test",
+            "mx.receiver.test",
+            "bounces@sender.test",
+        ))
         .await;
     assert_eq!(output.result(), SpfResult::Pass);
 
     let other = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 99));
     let output = authenticator
-        .verify_spf(SpfParameters::verify_mail_from(other, "mta.sender.test", "mx.receiver.test", "bounces@sender.test"))
+        .verify_spf(SpfParameters::verify_mail_from(
+            other,
+            "mta.sender.test",
+            "mx.receiver.test",
+            "bounces@sender.test",
+        ))
         .await;
     assert_eq!(output.result(), SpfResult::Fail);
 }

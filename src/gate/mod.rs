@@ -231,7 +231,15 @@ pub fn evaluate(record: &RunRecord, gate: &Gate) -> Verdict {
         };
         diagnosis.insert(0, sentence.to_string());
     }
-    Verdict { checkpoint, complete: incomplete.is_empty(), incomplete, criteria, diagnosis, tallies, gate: gate.clone() }
+    Verdict {
+        checkpoint,
+        complete: incomplete.is_empty(),
+        incomplete,
+        criteria,
+        diagnosis,
+        tallies,
+        gate: gate.clone(),
+    }
 }
 
 fn views(record: &RunRecord) -> Vec<View<'_>> {
@@ -256,7 +264,8 @@ fn views(record: &RunRecord) -> Vec<View<'_>> {
 fn authenticated(copy: &CopyRecord, gate: &Gate) -> Option<bool> {
     let verdicts = copy.verdicts.as_ref()?;
     Some(gate.require_auth.iter().all(|method| {
-        verdicts.receiver_result(method.as_str()) == Some("pass") && verdicts.own_result(method.as_str()) == Some("pass")
+        verdicts.receiver_result(method.as_str()) == Some("pass")
+            && verdicts.own_result(method.as_str()) == Some("pass")
     }))
 }
 
@@ -307,12 +316,20 @@ fn describe_refusal(view: &View) -> String {
         .last_attempt
         .and_then(|attempt| attempt.reply.as_ref())
         .map(|reply| reply.lines.join(" "))
-        .or_else(|| view.last_attempt.and_then(|attempt| attempt.failure.as_ref()).map(|failure| format!("no reply: {failure}")))
+        .or_else(|| {
+            view.last_attempt.and_then(|attempt| attempt.failure.as_ref()).map(|failure| format!("no reply: {failure}"))
+        })
         .unwrap_or_else(|| "no reply".into());
     format!("{} -> {}: {}", view.message.path, view.message.seed, reply)
 }
 
-fn check_control_delivery(record: &RunRecord, gate: &Gate, control: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
+fn check_control_delivery(
+    record: &RunRecord,
+    gate: &Gate,
+    control: &[&View],
+    criteria: &mut Vec<Criterion>,
+    diagnosis: &mut Vec<String>,
+) {
     if control.is_empty() {
         criteria.push(criterion(
             "control messages sent",
@@ -466,7 +483,11 @@ fn check_retries(gate: &Gate, views: &[View], criteria: &mut Vec<Criterion>, dia
         count => format!(
             "{count} {} accepted only after a deferral: {}",
             if count == 1 { "message was" } else { "messages were" },
-            cleared.iter().map(|view| format!("{} -> {}", view.message.path, view.message.seed)).collect::<Vec<_>>().join(", ")
+            cleared
+                .iter()
+                .map(|view| format!("{} -> {}", view.message.path, view.message.seed))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     if !cleared.is_empty() && !gate.allow_cleared_deferrals {
@@ -479,26 +500,52 @@ fn check_retries(gate: &Gate, views: &[View], criteria: &mut Vec<Criterion>, dia
     criteria.push(criterion("no deferral that cleared only on retry", passed, Checkpoint::Warning, detail));
 }
 
-fn check_placement(record: &RunRecord, gate: &Gate, control: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
+fn check_placement(
+    record: &RunRecord,
+    gate: &Gate,
+    control: &[&View],
+    criteria: &mut Vec<Criterion>,
+    diagnosis: &mut Vec<String>,
+) {
     if !gate.require_inbox {
         return;
     }
     let accepted: Vec<&&View> = control.iter().filter(|view| view.accepted()).collect();
-    let spam: Vec<&&View> = accepted.iter().copied().filter(|view| view.message.placement == Some(Placement::Spam)).collect();
-    let missing: Vec<&&View> = accepted.iter().copied().filter(|view| view.message.placement == Some(Placement::Missing)).collect();
+    let spam: Vec<&&View> =
+        accepted.iter().copied().filter(|view| view.message.placement == Some(Placement::Spam)).collect();
+    let missing: Vec<&&View> =
+        accepted.iter().copied().filter(|view| view.message.placement == Some(Placement::Missing)).collect();
     let unchecked: Vec<&&View> = accepted.iter().copied().filter(|view| view.message.placement.is_none()).collect();
     let inbox = accepted.len() - spam.len() - missing.len() - unchecked.len();
 
     let mut detail = format!("{inbox} of {} accepted control copies in the inbox", accepted.len());
     if !spam.is_empty() {
-        let _ = write!(detail, "; in spam: {}", spam.iter().map(|view| format!("{} via {}", view.message.seed, view.message.path)).collect::<Vec<_>>().join(", "));
+        let _ = write!(
+            detail,
+            "; in spam: {}",
+            spam.iter()
+                .map(|view| format!("{} via {}", view.message.seed, view.message.path))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         diagnosis.push(format!(
             "{} accepted control copies landed in spam: the gateway accepts the mail but filters it, so check content and authentication before volume",
             spam.len()
         ));
     }
     if !missing.is_empty() {
-        let _ = write!(detail, "; not found: {}", missing.iter().map(|view| format!("message {} to {} via {}", view.message.sequence, view.message.seed, view.message.path)).collect::<Vec<_>>().join(", "));
+        let _ = write!(
+            detail,
+            "; not found: {}",
+            missing
+                .iter()
+                .map(|view| format!(
+                    "message {} to {} via {}",
+                    view.message.sequence, view.message.seed, view.message.path
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         diagnosis.push(format!(
             "{} accepted control copies were not found in the seed mailboxes within the collection timeout: quarantined or held after acceptance",
             missing.len()
@@ -508,18 +555,29 @@ fn check_placement(record: &RunRecord, gate: &Gate, control: &[&View], criteria:
         let _ = write!(
             detail,
             "; not checked, no mailbox: {}",
-            unchecked.iter().map(|view| view.message.seed.as_str()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", ")
+            unchecked
+                .iter()
+                .map(|view| view.message.seed.as_str())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     if !record.collection_errors.is_empty() {
-        let _ = write!(detail, "; unreadable mailboxes: {}", record.collection_errors.keys().cloned().collect::<Vec<_>>().join(", "));
+        let _ = write!(
+            detail,
+            "; unreadable mailboxes: {}",
+            record.collection_errors.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     let passed = spam.is_empty() && missing.is_empty() && unchecked.is_empty() && record.collection_errors.is_empty();
     criteria.push(criterion("control in the inbox", passed, Checkpoint::Warning, detail));
 }
 
 fn check_authentication(gate: &Gate, control: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
-    let copies: Vec<(&&View, &CopyRecord)> = control.iter().filter_map(|view| view.copy.map(|copy| (view, copy))).collect();
+    let copies: Vec<(&&View, &CopyRecord)> =
+        control.iter().filter_map(|view| view.copy.map(|copy| (view, copy))).collect();
     for method in &gate.require_auth {
         let name = method.as_str();
         for (side, label) in [(true, "at the receiver"), (false, "on our own check")] {
@@ -565,7 +623,13 @@ fn check_authentication(gate: &Gate, control: &[&View], criteria: &mut Vec<Crite
     }
 }
 
-fn check_bulk(gate: &Gate, control: &[&View], bulk: &[&View], criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
+fn check_bulk(
+    gate: &Gate,
+    control: &[&View],
+    bulk: &[&View],
+    criteria: &mut Vec<Criterion>,
+    diagnosis: &mut Vec<String>,
+) {
     if bulk.is_empty() {
         return;
     }
@@ -607,8 +671,10 @@ fn check_bulk(gate: &Gate, control: &[&View], bulk: &[&View], criteria: &mut Vec
 /// our range, while every provider refusing points at our own traffic or
 /// infrastructure.
 fn diagnose_providers(tallies: &Tallies, diagnosis: &mut Vec<String>) {
-    let refusing: Vec<&String> = tallies.by_provider.iter().filter(|(_, tally)| tally.refused() > 0).map(|(name, _)| name).collect();
-    let accepting: Vec<&String> = tallies.by_provider.iter().filter(|(_, tally)| tally.refused() == 0).map(|(name, _)| name).collect();
+    let refusing: Vec<&String> =
+        tallies.by_provider.iter().filter(|(_, tally)| tally.refused() > 0).map(|(name, _)| name).collect();
+    let accepting: Vec<&String> =
+        tallies.by_provider.iter().filter(|(_, tally)| tally.refused() == 0).map(|(name, _)| name).collect();
     if tallies.by_provider.len() < 2 || refusing.is_empty() {
         return;
     }

@@ -44,7 +44,12 @@ fn verdicts(receiver_dkim: &str) -> CopyVerdicts {
             methods: vec![method("spf", "pass"), method("dkim", receiver_dkim), method("dmarc", "pass")],
             header,
         }),
-        own: Some(OwnVerdicts { dkim: vec![method("dkim", "pass")], spf: method("spf", "pass"), dmarc: method("dmarc", "pass"), arc: None }),
+        own: Some(OwnVerdicts {
+            dkim: vec![method("dkim", "pass")],
+            spf: method("spf", "pass"),
+            dmarc: method("dmarc", "pass"),
+            arc: None,
+        }),
         gateway_hop: None,
         proofpoint: None,
         disagreements: Vec::new(),
@@ -138,7 +143,12 @@ fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
         format: FORMAT_VERSION,
         tool: "mailcanary test".into(),
         run_id: "test".into(),
-        scenario: ScenarioInfo { name: "test".into(), file: PathBuf::from("test.toml"), description: None, max_messages: 100 },
+        scenario: ScenarioInfo {
+            name: "test".into(),
+            file: PathBuf::from("test.toml"),
+            description: None,
+            max_messages: 100,
+        },
         started_at: time,
         finished_at: time,
         interrupted: false,
@@ -146,18 +156,32 @@ fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
         paths,
         seeds: Vec::new(),
         dkim: Vec::new(),
-        delivery: DeliveryInfo { starttls: "opportunistic".into(), rate_per_minute: None, retry_seconds: Vec::new(), routes: Vec::new() },
+        delivery: DeliveryInfo {
+            starttls: "opportunistic".into(),
+            rate_per_minute: None,
+            retry_seconds: Vec::new(),
+            routes: Vec::new(),
+        },
         dns: DnsInfo { zones: Vec::new(), nameservers: Vec::new(), local_server: None },
         simulator: None,
         plan: Vec::new(),
         totals: Totals::from_messages(&message_records, attempts.len()),
         messages: message_records,
         attempts,
-        seed_providers: providers.iter().map(|(domain, provider)| (domain.to_string(), provider.to_string())).collect::<BTreeMap<_, _>>(),
+        seed_providers: providers
+            .iter()
+            .map(|(domain, provider)| (domain.to_string(), provider.to_string()))
+            .collect::<BTreeMap<_, _>>(),
         copies,
         collection_errors: BTreeMap::new(),
         verdict: None,
-        context: ContextInfo { remediation: Vec::new(), current_rate_limit: None, contact: None, ticket: None, notes: Vec::new() },
+        context: ContextInfo {
+            remediation: Vec::new(),
+            current_rate_limit: None,
+            contact: None,
+            ticket: None,
+            notes: Vec::new(),
+        },
     }
 }
 
@@ -196,9 +220,16 @@ fn part_of_pool_deferred_is_warning() {
     let verdict = evaluate(&run, &Gate::default());
     assert_eq!(verdict.checkpoint, Checkpoint::Warning);
     assert_eq!(failed_criteria(&verdict), vec!["control accepted"]);
-    assert!(verdict.diagnosis.iter().any(|line| line.contains("only part of the range or pool is refused") && line.contains("b-11 (192.0.2.11)")), "{:?}", verdict.diagnosis);
     assert!(
-        verdict.diagnosis.iter().any(|line| line.starts_with("ip-reputation on b-11 (192.0.2.11) (lookup: https://ipcheck.proofpoint.com/?ip=192.0.2.10)")),
+        verdict.diagnosis.iter().any(
+            |line| line.contains("only part of the range or pool is refused") && line.contains("b-11 (192.0.2.11)")
+        ),
+        "{:?}",
+        verdict.diagnosis
+    );
+    assert!(
+        verdict.diagnosis.iter().any(|line| line
+            .starts_with("ip-reputation on b-11 (192.0.2.11) (lookup: https://ipcheck.proofpoint.com/?ip=192.0.2.10)")),
         "{:?}",
         verdict.diagnosis
     );
@@ -219,9 +250,20 @@ fn control_deferred_across_seeds_is_critical() {
     let verdict = evaluate(&run, &Gate::default());
     assert_eq!(verdict.checkpoint, Checkpoint::Critical);
     assert_eq!(verdict.checkpoint.exit_status().code(), 4);
-    assert!(verdict.diagnosis.iter().any(|line| line.contains("control deferred too") && line.contains("proofpoint (2 of 2 seeds")), "{:?}", verdict.diagnosis);
+    assert!(
+        verdict
+            .diagnosis
+            .iter()
+            .any(|line| line.contains("control deferred too") && line.contains("proofpoint (2 of 2 seeds")),
+        "{:?}",
+        verdict.diagnosis
+    );
     assert!(verdict.diagnosis.iter().any(|line| line.contains("IP or range reputation")), "{:?}", verdict.diagnosis);
-    assert!(verdict.diagnosis.iter().any(|line| line.starts_with("only proofpoint refuses")), "{:?}", verdict.diagnosis);
+    assert!(
+        verdict.diagnosis.iter().any(|line| line.starts_with("only proofpoint refuses")),
+        "{:?}",
+        verdict.diagnosis
+    );
 }
 
 #[test]
@@ -251,7 +293,12 @@ fn control_passing_while_bulk_defers_is_warning() {
     let verdict = evaluate(&run, &Gate::default());
     assert_eq!(verdict.checkpoint, Checkpoint::Warning);
     assert_eq!(failed_criteria(&verdict), vec!["bulk accepted"]);
-    assert!(verdict.diagnosis.iter().any(|line| line.starts_with("control accepted, bulk deferred on the same IP (b-10)") && line.contains("not DNS")), "{:?}", verdict.diagnosis);
+    assert!(
+        verdict.diagnosis.iter().any(|line| line.starts_with("control accepted, bulk deferred on the same IP (b-10)")
+            && line.contains("not DNS")),
+        "{:?}",
+        verdict.diagnosis
+    );
 }
 
 #[test]
@@ -262,7 +309,11 @@ fn dkim_failing_at_receiver_only_is_critical() {
     let verdict = evaluate(&run, &Gate::default());
     assert_eq!(verdict.checkpoint, Checkpoint::Critical);
     assert_eq!(failed_criteria(&verdict), vec!["control dkim passes at the receiver"]);
-    assert!(verdict.diagnosis.iter().any(|line| line.starts_with("control mail fails dkim at the receiver")), "{:?}", verdict.diagnosis);
+    assert!(
+        verdict.diagnosis.iter().any(|line| line.starts_with("control mail fails dkim at the receiver")),
+        "{:?}",
+        verdict.diagnosis
+    );
 }
 
 #[test]
@@ -298,7 +349,10 @@ fn deferral_rate_threshold_allows_some() {
 #[test]
 fn relaying_denied_is_not_reputation() {
     let mut run = record(
-        &[control("b-10", "s1@pp.example.net", Outcome::Accepted), control("b-11", "s2@pp.example.net", Outcome::Rejected)],
+        &[
+            control("b-10", "s1@pp.example.net", Outcome::Accepted),
+            control("b-11", "s2@pp.example.net", Outcome::Rejected),
+        ],
         PROOFPOINT,
     );
     let reply = crate::smtp::record::Reply::parse_text("550 5.7.1 <s2@pp.example.net>: Relay access denied");
@@ -313,18 +367,31 @@ fn relaying_denied_is_not_reputation() {
 fn interrupted_run_is_incomplete() {
     let mut run = record(&[control("b-10", "s1@pp.example.net", Outcome::Accepted)], PROOFPOINT);
     run.interrupted = true;
-    run.messages.push(MessageRecord { sequence: 2, outcome: None, attempts: Vec::new(), placement: None, ..run.messages[0].clone() });
+    run.messages.push(MessageRecord {
+        sequence: 2,
+        outcome: None,
+        attempts: Vec::new(),
+        placement: None,
+        ..run.messages[0].clone()
+    });
     let verdict = evaluate(&run, &Gate::default());
     assert!(!verdict.complete);
     assert_eq!(verdict.exit_status().code(), 1);
     assert!(verdict.incomplete.iter().any(|reason| reason.contains("interrupted")), "{:?}", verdict.incomplete);
-    assert!(verdict.incomplete.iter().any(|reason| reason.contains("message 2 was never sent")), "{:?}", verdict.incomplete);
+    assert!(
+        verdict.incomplete.iter().any(|reason| reason.contains("message 2 was never sent")),
+        "{:?}",
+        verdict.incomplete
+    );
 }
 
 #[test]
 fn healthy_sentence_only_when_true() {
     let run = record(
-        &[control("b-10", "s1@pp.example.net", Outcome::Accepted), control("b-11", "s2@pp.example.net", Outcome::Deferred)],
+        &[
+            control("b-10", "s1@pp.example.net", Outcome::Accepted),
+            control("b-11", "s2@pp.example.net", Outcome::Deferred),
+        ],
         PROOFPOINT,
     );
     let tolerant = Gate { max_control_deferral_rate: 0.5, ..Gate::default() };

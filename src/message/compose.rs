@@ -6,9 +6,9 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use mail_builder::MessageBuilder;
-use mail_builder::headers::raw::Raw;
 use mail_builder::headers::Header as _;
 use mail_builder::headers::address::Address;
+use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 
 use super::template::render;
@@ -73,10 +73,7 @@ impl ComposeContext {
     fn from_domain(&self) -> Result<&str, ComposeError> {
         match self.from_address.rsplit_once('@') {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(domain),
-            _ => Err(ComposeError::InvalidAddress {
-                field: "From",
-                address: self.from_address.clone(),
-            }),
+            _ => Err(ComposeError::InvalidAddress { field: "From", address: self.from_address.clone() }),
         }
     }
 
@@ -154,9 +151,7 @@ pub fn compose_bulk(ctx: &ComposeContext, template: &[u8]) -> Result<Vec<u8>, Co
     let (header_block, body) = split_header(&message)?;
     let fields = header_fields(header_block)?;
     if !fields.iter().any(|field| field.is("From")) {
-        return Err(ComposeError::InvalidTemplate {
-            reason: "it has no From header".to_owned(),
-        });
+        return Err(ComposeError::InvalidTemplate { reason: "it has no From header".to_owned() });
     }
     check_address("To", &ctx.to)?;
     for (name, value) in &ctx.extra_headers {
@@ -303,10 +298,7 @@ fn header_fields(block: &[u8]) -> Result<Vec<HeaderField<'_>>, ComposeError> {
         start = end;
     }
 
-    Ok(ranges
-        .into_iter()
-        .map(|(name, start, end)| HeaderField { name, raw: &block[start..end] })
-        .collect())
+    Ok(ranges.into_iter().map(|(name, start, end)| HeaderField { name, raw: &block[start..end] }).collect())
 }
 
 /// Fills placeholders in a raw Subject field, keeping its folding.
@@ -336,25 +328,16 @@ fn check_address(field: &'static str, address: &str) -> Result<(), ComposeError>
         Some((local, domain)) => {
             !local.is_empty()
                 && !domain.is_empty()
-                && !address.contains(|character: char| character.is_whitespace() || matches!(character, '<' | '>' | ','))
+                && !address
+                    .contains(|character: char| character.is_whitespace() || matches!(character, '<' | '>' | ','))
         }
         None => false,
     };
-    if valid {
-        Ok(())
-    } else {
-        Err(ComposeError::InvalidAddress {
-            field,
-            address: address.to_owned(),
-        })
-    }
+    if valid { Ok(()) } else { Err(ComposeError::InvalidAddress { field, address: address.to_owned() }) }
 }
 
 fn check_extra_header(name: &str, value: &str) -> Result<(), ComposeError> {
-    let invalid = |reason: &str| ComposeError::InvalidHeader {
-        name: name.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let invalid = |reason: &str| ComposeError::InvalidHeader { name: name.to_owned(), reason: reason.to_owned() };
     if name.is_empty() || !name.bytes().all(|byte| (33..=126).contains(&byte) && byte != b':') {
         return Err(invalid("a header name is printable ASCII without spaces or ':'"));
     }

@@ -113,9 +113,8 @@ impl DkimKey {
     /// Loads an RSA key (PKCS#1 `BEGIN RSA PRIVATE KEY` or PKCS#8
     /// `BEGIN PRIVATE KEY`) or an Ed25519 key (PKCS#8).
     pub fn from_pem(pem: &str) -> Result<DkimKey, KeyError> {
-        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|error| KeyError::NoPem {
-            reason: error.to_string(),
-        })?;
+        let der = PrivateKeyDer::from_pem_slice(pem.as_bytes())
+            .map_err(|error| KeyError::NoPem { reason: error.to_string() })?;
 
         let inner = match der {
             PrivateKeyDer::Pkcs1(_) => rsa_key(der)?,
@@ -123,12 +122,8 @@ impl DkimKey {
                 if is_ed25519_pkcs8(pkcs8.secret_pkcs8_der()) {
                     // OpenSSL writes Ed25519 PKCS#8 v1 without the public key,
                     // which ring accepts only through the unchecked loader.
-                    let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).map_err(|error| {
-                        KeyError::Invalid {
-                            kind: "Ed25519",
-                            reason: error.to_string(),
-                        }
-                    })?;
+                    let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der())
+                        .map_err(|error| KeyError::Invalid { kind: "Ed25519", reason: error.to_string() })?;
                     let public_key = key.public_key();
                     KeyInner::Ed25519 { key, public_key }
                 } else {
@@ -169,10 +164,8 @@ impl DkimKey {
 }
 
 fn rsa_key(der: PrivateKeyDer<'_>) -> Result<KeyInner, KeyError> {
-    let key = RsaKey::<Sha256>::from_key_der(der).map_err(|error| KeyError::Invalid {
-        kind: "RSA",
-        reason: error.to_string(),
-    })?;
+    let key = RsaKey::<Sha256>::from_key_der(der)
+        .map_err(|error| KeyError::Invalid { kind: "RSA", reason: error.to_string() })?;
     let public_key = key.public_key();
     Ok(KeyInner::Rsa { key, public_key })
 }
@@ -207,10 +200,7 @@ fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         (usize::from(first_length), 2)
     } else {
         let count = usize::from(first_length & 0x7f);
-        let length = bytes
-            .get(2..2 + count)?
-            .iter()
-            .fold(0usize, |length, &byte| (length << 8) | usize::from(byte));
+        let length = bytes.get(2..2 + count)?.iter().fold(0usize, |length, &byte| (length << 8) | usize::from(byte));
         (length, 2 + count)
     };
     let content = bytes.get(header..header + length)?;
@@ -221,9 +211,8 @@ fn der_element(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// RFC 6376 section 3.6.1 requires in `p=`.
 fn rsa_spki(public_key: &[u8]) -> Vec<u8> {
     // AlgorithmIdentifier: rsaEncryption (1.2.840.113549.1.1.1), NULL parameters.
-    const ALGORITHM: [u8; 15] = [
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
-    ];
+    const ALGORITHM: [u8; 15] =
+        [0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00];
     let mut bit_string = vec![0x00];
     bit_string.extend_from_slice(public_key);
 
@@ -300,9 +289,7 @@ impl DkimSigner {
         let expiration = self.expiration.map(|lifetime| lifetime.as_secs());
 
         let key = SharedKey(Arc::clone(&self.key.inner));
-        self.configure(AuthSigner::from_key(key), headers, expiration)
-            .sign(message)
-            .map_err(|error| SignError {
+        self.configure(AuthSigner::from_key(key), headers, expiration).sign(message).map_err(|error| SignError {
             domain: self.domain.clone(),
             selector: self.selector.clone(),
             reason: error.to_string(),

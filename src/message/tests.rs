@@ -31,7 +31,6 @@ fn context() -> ComposeContext {
     }
 }
 
-
 fn signer(pem: &str, selector: &str) -> DkimSigner {
     DkimSigner {
         domain: "news.example.com".to_owned(),
@@ -49,11 +48,8 @@ async fn key_dns(dir: &Path, signers: &[&DkimSigner]) -> Dns {
     );
     for signer in signers {
         let record = signer.key.public_key_record();
-        let strings: Vec<String> = record
-            .as_bytes()
-            .chunks(255)
-            .map(|chunk| format!("\"{}\"", std::str::from_utf8(chunk).unwrap()))
-            .collect();
+        let strings: Vec<String> =
+            record.as_bytes().chunks(255).map(|chunk| format!("\"{}\"", std::str::from_utf8(chunk).unwrap())).collect();
         zone.push_str(&format!("{}._domainkey IN TXT {}\n", signer.selector, strings.join(" ")));
     }
     let path = dir.join("news.example.com.zone");
@@ -63,12 +59,7 @@ async fn key_dns(dir: &Path, signers: &[&DkimSigner]) -> Dns {
 
 async fn verify(dns: &Dns, message: &[u8]) -> Vec<DkimResult> {
     let parsed = AuthenticatedMessage::parse(message).expect("message parses");
-    dns.authenticator()
-        .verify_dkim(&parsed)
-        .await
-        .iter()
-        .map(|output| output.result().clone())
-        .collect()
+    dns.authenticator().verify_dkim(&parsed).await.iter().map(|output| output.result().clone()).collect()
 }
 
 fn control_message() -> Vec<u8> {
@@ -176,7 +167,8 @@ fn signature_lists_present_default_headers() {
 #[test]
 fn control_message_has_every_header() {
     let ctx = context();
-    let message = compose_control(&ctx, "Control {run_id} via {path} — {pool}", "Body for {seed}, #{sequence}.\n").unwrap();
+    let message =
+        compose_control(&ctx, "Control {run_id} via {path} — {pool}", "Body for {seed}, #{sequence}.\n").unwrap();
     let parsed = MessageParser::default().parse(&message[..]).unwrap();
 
     let from = parsed.from().and_then(|from| from.first()).unwrap();

@@ -26,9 +26,8 @@ impl TrackingToken {
     /// Generates a new token from the thread-local random generator.
     pub fn generate() -> TrackingToken {
         let mut rng = rand::rng();
-        let random: String = (0..RANDOM_LENGTH)
-            .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-            .collect();
+        let random: String =
+            (0..RANDOM_LENGTH).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect();
         TrackingToken(format!("{PREFIX}{random}"))
     }
 

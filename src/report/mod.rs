@@ -33,7 +33,8 @@ pub fn markdown(record: &RunRecord, verdict: &Verdict) -> String {
     let _ = writeln!(out, "| finished | {} |", record.finished_at.format(TIME_FORMAT));
     let _ = writeln!(out, "| From | {} |", escape(&record.sender.from));
     let _ = writeln!(out, "| envelope sender | {} |", escape(&record.sender.mail_from));
-    let signing: Vec<String> = record.dkim.iter().map(|dkim| format!("d={} s={} ({})", dkim.domain, dkim.selector, dkim.algorithm)).collect();
+    let signing: Vec<String> =
+        record.dkim.iter().map(|dkim| format!("d={} s={} ({})", dkim.domain, dkim.selector, dkim.algorithm)).collect();
     let _ = writeln!(out, "| DKIM | {} |", if signing.is_empty() { "none".to_string() } else { signing.join(", ") });
     let mut domains: Vec<&str> = record.seeds.iter().map(|seed| crate::scenario::address::domain_of(seed)).collect();
     domains.sort();
@@ -58,7 +59,12 @@ pub fn markdown(record: &RunRecord, verdict: &Verdict) -> String {
 
 fn context_section(out: &mut String, record: &RunRecord) {
     let context = &record.context;
-    if context.remediation.is_empty() && context.current_rate_limit.is_none() && context.contact.is_none() && context.ticket.is_none() && context.notes.is_empty() {
+    if context.remediation.is_empty()
+        && context.current_rate_limit.is_none()
+        && context.contact.is_none()
+        && context.ticket.is_none()
+        && context.notes.is_empty()
+    {
         return;
     }
     let _ = writeln!(out, "\n## Context\n");
@@ -92,10 +98,14 @@ fn diagnosis_section(out: &mut String, verdict: &Verdict) {
 
 fn paths_section(out: &mut String, record: &RunRecord) {
     let _ = writeln!(out, "\n## Sending IPs and paths\n");
-    let _ = writeln!(out, "| path | pool | source IP | HELO | attempts | accepted | deferred | rejected | failed | first refusal (UTC) |");
+    let _ = writeln!(
+        out,
+        "| path | pool | source IP | HELO | attempts | accepted | deferred | rejected | failed | first refusal (UTC) |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for path in &record.paths {
-        let attempts: Vec<&AttemptRecord> = record.attempts.iter().filter(|attempt| attempt.path == path.name).collect();
+        let attempts: Vec<&AttemptRecord> =
+            record.attempts.iter().filter(|attempt| attempt.path == path.name).collect();
         let count = |outcome: Outcome| attempts.iter().filter(|attempt| attempt.outcome == outcome).count();
         let first_refusal = attempts
             .iter()
@@ -125,23 +135,32 @@ fn paths_section(out: &mut String, record: &RunRecord) {
 
 fn control_section(out: &mut String, record: &RunRecord) {
     let _ = writeln!(out, "\n## Messages\n");
-    let _ = writeln!(out, "| # | stream | path | source IP | recipient | last attempt (UTC) | outcome | placement | receiver spf / dkim / dmarc | our spf / dkim / dmarc | Message-ID |");
+    let _ = writeln!(
+        out,
+        "| # | stream | path | source IP | recipient | last attempt (UTC) | outcome | placement | receiver spf / dkim / dmarc | our spf / dkim / dmarc | Message-ID |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for message in &record.messages {
-        let last = message.attempts.last().and_then(|number| record.attempts.iter().find(|attempt| attempt.number == *number));
+        let last =
+            message.attempts.last().and_then(|number| record.attempts.iter().find(|attempt| attempt.number == *number));
         let source = last.and_then(|attempt| attempt.source_ip).map_or_else(|| "-".to_string(), |ip| ip.to_string());
         let time = last.map_or_else(|| "-".to_string(), |attempt| attempt.started_at.format(TIME_FORMAT).to_string());
         let outcome = match message.outcome {
             Some(outcome) => format!("{outcome:?}").to_lowercase(),
             None => "not sent".into(),
         };
-        let outcome = if message.attempts.len() > 1 { format!("{outcome} after {} tries", message.attempts.len()) } else { outcome };
+        let outcome = if message.attempts.len() > 1 {
+            format!("{outcome} after {} tries", message.attempts.len())
+        } else {
+            outcome
+        };
         let placement = match (message.placement, message.outcome) {
             (Some(placement), _) => format!("{placement:?}").to_lowercase(),
             (None, Some(Outcome::Accepted)) => "not checked".to_string(),
             (None, _) => "-".to_string(),
         };
-        let verdicts = record.copies.iter().find(|copy| copy.sequence == message.sequence).and_then(|copy| copy.verdicts.as_ref());
+        let verdicts =
+            record.copies.iter().find(|copy| copy.sequence == message.sequence).and_then(|copy| copy.verdicts.as_ref());
         let three = |side: bool| -> String {
             let Some(verdicts) = verdicts else { return "-".into() };
             ["spf", "dkim", "dmarc"]
@@ -178,7 +197,11 @@ fn missing_section(out: &mut String, record: &RunRecord) {
         .messages
         .iter()
         .filter(|message| message.outcome == Some(Outcome::Accepted))
-        .filter_map(|message| message.missing_reason.as_ref().map(|reason| format!("- message {} to {}: {}", message.sequence, escape(&message.seed), escape(reason))))
+        .filter_map(|message| {
+            message.missing_reason.as_ref().map(|reason| {
+                format!("- message {} to {}: {}", message.sequence, escape(&message.seed), escape(reason))
+            })
+        })
         .collect();
     if notes.is_empty() {
         return;
@@ -253,7 +276,14 @@ fn providers_section(out: &mut String, verdict: &Verdict) {
         let _ = writeln!(
             out,
             "| {provider} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            tally.messages, tally.accepted, tally.deferred, tally.rejected, tally.failed, tally.inbox, tally.spam, tally.missing
+            tally.messages,
+            tally.accepted,
+            tally.deferred,
+            tally.rejected,
+            tally.failed,
+            tally.inbox,
+            tally.spam,
+            tally.missing
         );
     }
 }

@@ -50,7 +50,8 @@ impl RunDirectory {
     /// loses no event already written.
     pub fn journal<T: Serialize>(&mut self, event: &T) -> Result<(), Error> {
         let path = self.path.join("events.jsonl");
-        let mut line = serde_json::to_vec(event).map_err(|error| Error::Write { path: path.clone(), source: error.into() })?;
+        let mut line =
+            serde_json::to_vec(event).map_err(|error| Error::Write { path: path.clone(), source: error.into() })?;
         line.push(b'\n');
         self.journal
             .write_all(&line)
@@ -72,7 +73,8 @@ impl RunDirectory {
     pub fn write_record(&self, record: &RunRecord) -> Result<PathBuf, Error> {
         let path = self.path.join("run.json");
         let temporary = self.path.join(".run.json.tmp");
-        let json = serde_json::to_vec_pretty(record).map_err(|error| Error::Write { path: path.clone(), source: error.into() })?;
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|error| Error::Write { path: path.clone(), source: error.into() })?;
         fs::write(&temporary, json)
             .and_then(|()| fs::rename(&temporary, &path))
             .map_err(|source| Error::Write { path: path.clone(), source })?;
@@ -88,8 +90,6 @@ pub fn transcript_name(attempt: &AttemptRecord) -> PathBuf {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
         .collect();
-    PathBuf::from("transcripts").join(format!(
-        "{:04}-m{:04}-try{}-{path}.txt",
-        attempt.number, attempt.sequence, attempt.try_number
-    ))
+    PathBuf::from("transcripts")
+        .join(format!("{:04}-m{:04}-try{}-{path}.txt", attempt.number, attempt.sequence, attempt.try_number))
 }

@@ -37,7 +37,8 @@ pub async fn collect_and_verify(
 ) -> Result<Collected, Error> {
     // The mailbox that receives each seed's copies.
     let mailbox_of = |seed: &str| -> Option<String> {
-        let declared = scenario.seeds.iter().find(|candidate| candidate.address == seed).and_then(|seed| seed.mailbox.clone());
+        let declared =
+            scenario.seeds.iter().find(|candidate| candidate.address == seed).and_then(|seed| seed.mailbox.clone());
         declared.or_else(|| simulator.map(|_| SIMULATOR_MAILBOX.to_string()))
     };
 
@@ -68,7 +69,8 @@ pub async fn collect_and_verify(
         BTreeMap::new()
     } else {
         tracing::info!(mailboxes = readers.len(), "collecting delivered copies");
-        let (found, read_errors) = collect::collect(&mut readers, scenario.collect.timeout, scenario.collect.poll_interval).await;
+        let (found, read_errors) =
+            collect::collect(&mut readers, scenario.collect.timeout, scenario.collect.poll_interval).await;
         errors.extend(read_errors);
         found
     };
@@ -90,7 +92,8 @@ pub async fn collect_and_verify(
             continue;
         }
         let Some(mailbox) = mailbox_of(&message.seed) else {
-            message.missing_reason = Some("the seed has no mailbox to read, so placement and authentication were not checked".to_string());
+            message.missing_reason =
+                Some("the seed has no mailbox to read, so placement and authentication were not checked".to_string());
             continue;
         };
         if let Some(error) = errors.get(&mailbox) {

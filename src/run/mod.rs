@@ -45,12 +45,45 @@ pub struct RunResult {
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 enum JournalEvent<'a> {
-    RunStarted { at: chrono::DateTime<Utc>, run_id: &'a str, scenario: &'a str, planned: usize },
-    Composed { at: chrono::DateTime<Utc>, sequence: u32, token: &'a str, message_id: &'a str, size: u64 },
-    ComposeFailed { at: chrono::DateTime<Utc>, sequence: u32, error: &'a str },
-    SendStarted { at: chrono::DateTime<Utc>, attempt: u32, sequence: u32, try_number: u32, path: &'a str, seed: &'a str },
-    SendFinished { at: chrono::DateTime<Utc>, attempt: u32, sequence: u32, try_number: u32, outcome: Outcome, reply: Option<&'a str>, transcript: &'a std::path::Path },
-    RunFinished { at: chrono::DateTime<Utc>, interrupted: bool },
+    RunStarted {
+        at: chrono::DateTime<Utc>,
+        run_id: &'a str,
+        scenario: &'a str,
+        planned: usize,
+    },
+    Composed {
+        at: chrono::DateTime<Utc>,
+        sequence: u32,
+        token: &'a str,
+        message_id: &'a str,
+        size: u64,
+    },
+    ComposeFailed {
+        at: chrono::DateTime<Utc>,
+        sequence: u32,
+        error: &'a str,
+    },
+    SendStarted {
+        at: chrono::DateTime<Utc>,
+        attempt: u32,
+        sequence: u32,
+        try_number: u32,
+        path: &'a str,
+        seed: &'a str,
+    },
+    SendFinished {
+        at: chrono::DateTime<Utc>,
+        attempt: u32,
+        sequence: u32,
+        try_number: u32,
+        outcome: Outcome,
+        reply: Option<&'a str>,
+        transcript: &'a std::path::Path,
+    },
+    RunFinished {
+        at: chrono::DateTime<Utc>,
+        interrupted: bool,
+    },
 }
 
 /// Runs a validated scenario end to end.
@@ -73,9 +106,10 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
         None => None,
         Some(config) => {
             let maildir = directory.path.join("simulator").join("maildir");
-            let handle = crate::sim::start(config.clone(), dns.authenticator(), maildir.clone()).await.map_err(|error| {
-                Error::Run(format!("cannot start the gateway simulator on {}: {error}", config.listen))
-            })?;
+            let handle =
+                crate::sim::start(config.clone(), dns.authenticator(), maildir.clone()).await.map_err(|error| {
+                    Error::Run(format!("cannot start the gateway simulator on {}: {error}", config.listen))
+                })?;
             let address = handle.local_addr();
             for domain in scenario.seed_domains() {
                 routes.entry(domain).or_insert_with(|| Route { host: address.ip().to_string(), port: address.port() });
@@ -91,7 +125,8 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
 
     let mut by_path: BTreeMap<usize, Vec<_>> = BTreeMap::new();
     for message in &plan.messages {
-        let index = scenario.paths.iter().position(|path| path.name == message.path).expect("planned paths are declared");
+        let index =
+            scenario.paths.iter().position(|path| path.name == message.path).expect("planned paths are declared");
         by_path.entry(index).or_default().push(message.clone());
     }
     let mut tasks = tokio::task::JoinSet::new();
@@ -138,7 +173,18 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
     let finished_at = Utc::now();
     directory.journal(&JournalEvent::RunFinished { at: finished_at, interrupted })?;
 
-    let mut record = build_record(&scenario, &directory.id, plan, recorder, started_at, finished_at, interrupted, &dns, routes, simulator);
+    let mut record = build_record(
+        &scenario,
+        &directory.id,
+        plan,
+        recorder,
+        started_at,
+        finished_at,
+        interrupted,
+        &dns,
+        routes,
+        simulator,
+    );
     record.copies = collected.copies;
     record.collection_errors = collected.errors;
     let verdict = crate::gate::evaluate(&record, &scenario.gate);
@@ -149,7 +195,10 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
     std::fs::write(&report_path, report).map_err(|source| Error::Write { path: report_path, source })?;
     tracing::info!(run = %directory.id, "run finished");
     if interrupted {
-        return Err(Error::Run(format!("the run was interrupted; what was recorded is in {}", directory.path.display())));
+        return Err(Error::Run(format!(
+            "the run was interrupted; what was recorded is in {}",
+            directory.path.display()
+        )));
     }
     Ok(RunResult { directory: directory.path, record })
 }
@@ -170,7 +219,10 @@ fn seed_providers(attempts: &[AttemptRecord]) -> std::collections::BTreeMap<Stri
     counts
         .into_iter()
         .map(|(domain, providers)| {
-            let provider = providers.into_iter().max_by_key(|(_, count)| *count).map_or_else(|| "other".to_string(), |(name, _)| name);
+            let provider = providers
+                .into_iter()
+                .max_by_key(|(_, count)| *count)
+                .map_or_else(|| "other".to_string(), |(name, _)| name);
             (domain, provider)
         })
         .collect()
@@ -179,9 +231,11 @@ fn seed_providers(attempts: &[AttemptRecord]) -> std::collections::BTreeMap<Stri
 /// Reads `run.json` from a run directory.
 pub fn load_record(run_directory: &std::path::Path) -> Result<RunRecord, Error> {
     let path = run_directory.join("run.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|error| Error::Usage(format!("cannot read {}: {error}; give the run directory that holds run.json", path.display())))?;
-    serde_json::from_str(&text).map_err(|error| Error::Usage(format!("{} is not a mailcanary run record: {error}", path.display())))
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        Error::Usage(format!("cannot read {}: {error}; give the run directory that holds run.json", path.display()))
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|error| Error::Usage(format!("{} is not a mailcanary run record: {error}", path.display())))
 }
 
 /// Collects events into message and attempt records, writing the journal
@@ -237,7 +291,13 @@ impl Recorder {
         let now = Utc::now();
         match event {
             Event::Composed { sequence, token, message_id, size, signatures } => {
-                directory.journal(&JournalEvent::Composed { at: now, sequence, token: &token, message_id: &message_id, size })?;
+                directory.journal(&JournalEvent::Composed {
+                    at: now,
+                    sequence,
+                    token: &token,
+                    message_id: &message_id,
+                    size,
+                })?;
                 let message = self.message(sequence);
                 message.token = Some(token);
                 message.message_id = Some(message_id);
@@ -250,16 +310,30 @@ impl Recorder {
                 self.progress.inc(1);
             }
             Event::Started { number, sequence, try_number, path, seed, .. } => {
-                directory.journal(&JournalEvent::SendStarted { at: now, attempt: number, sequence, try_number, path: &path, seed: &seed })?;
+                directory.journal(&JournalEvent::SendStarted {
+                    at: now,
+                    attempt: number,
+                    sequence,
+                    try_number,
+                    path: &path,
+                    seed: &seed,
+                })?;
                 self.progress.set_message(format!("{path} -> {seed}"));
             }
             Event::Finished(mut attempt) => {
                 let heading = format!(
                     "attempt {} of message {} (try {}), stream {}, path {} (pool {}), seed {}",
-                    attempt.number, attempt.sequence, attempt.try_number, attempt.stream, attempt.path, attempt.pool, attempt.seed
+                    attempt.number,
+                    attempt.sequence,
+                    attempt.try_number,
+                    attempt.stream,
+                    attempt.path,
+                    attempt.pool,
+                    attempt.seed
                 );
                 let text: String = if attempt.transactions.is_empty() {
-                    let failure = attempt.failure.as_ref().map_or_else(|| "no reason recorded".to_string(), ToString::to_string);
+                    let failure =
+                        attempt.failure.as_ref().map_or_else(|| "no reason recorded".to_string(), ToString::to_string);
                     format!("=== {heading}\n*** no connection was made: {failure}\n")
                 } else {
                     attempt
@@ -317,7 +391,8 @@ fn build_record(
 ) -> RunRecord {
     let totals = Totals::from_messages(&recorder.messages, recorder.attempts.len());
     let seed_providers = seed_providers(&recorder.attempts);
-    let mut routes: Vec<(String, String)> = routes.into_iter().map(|(domain, route)| (domain, format!("{}:{}", route.host, route.port))).collect();
+    let mut routes: Vec<(String, String)> =
+        routes.into_iter().map(|(domain, route)| (domain, format!("{}:{}", route.host, route.port))).collect();
     routes.sort();
     RunRecord {
         format: FORMAT_VERSION,
@@ -349,7 +424,11 @@ fn build_record(
         dkim: scenario
             .dkim
             .iter()
-            .map(|signer| DkimInfo { domain: signer.domain.clone(), selector: signer.selector.clone(), algorithm: signer.key.key_type().tag().to_string() })
+            .map(|signer| DkimInfo {
+                domain: signer.domain.clone(),
+                selector: signer.selector.clone(),
+                algorithm: signer.key.key_type().tag().to_string(),
+            })
             .collect(),
         delivery: DeliveryInfo {
             starttls: format!("{:?}", scenario.delivery.starttls).to_lowercase(),
@@ -357,7 +436,11 @@ fn build_record(
             retry_seconds: scenario.delivery.retry.iter().map(|delay| delay.as_secs()).collect(),
             routes,
         },
-        dns: DnsInfo { zones: scenario.dns.zones.clone(), nameservers: scenario.dns.nameservers.clone(), local_server: dns.local_server() },
+        dns: DnsInfo {
+            zones: scenario.dns.zones.clone(),
+            nameservers: scenario.dns.nameservers.clone(),
+            local_server: dns.local_server(),
+        },
         simulator,
         plan: plan.messages,
         messages: recorder.messages,

@@ -13,9 +13,9 @@ use crate::classify::Classification;
 use crate::collect::Placement;
 use crate::gate::Verdict;
 use crate::plan::PlannedMessage;
-use crate::verify::CopyVerdicts;
 use crate::scenario::Role;
 use crate::smtp::record::{Failure, Outcome, Reply, Step, Transaction};
+use crate::verify::CopyVerdicts;
 
 /// Bumped when a field changes meaning or is removed.
 pub const FORMAT_VERSION: u32 = 1;

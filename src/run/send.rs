@@ -75,14 +75,12 @@ impl Sender {
     /// Sends every planned message of one path, one attempt at a time.
     pub async fn send_path(self: Arc<Self>, path_index: usize, messages: Vec<PlannedMessage>) {
         let path = &self.scenario.paths[path_index];
-        let interval = self
-            .scenario
-            .delivery
-            .rate_per_minute
-            .map(|rate| Duration::from_secs_f64(60.0 / f64::from(rate)));
+        let interval =
+            self.scenario.delivery.rate_per_minute.map(|rate| Duration::from_secs_f64(60.0 / f64::from(rate)));
         let retry = &self.scenario.delivery.retry;
 
-        let by_sequence: HashMap<u32, &PlannedMessage> = messages.iter().map(|message| (message.sequence, message)).collect();
+        let by_sequence: HashMap<u32, &PlannedMessage> =
+            messages.iter().map(|message| (message.sequence, message)).collect();
         let mut queue: BinaryHeap<Reverse<(Instant, u32, u32)>> = BinaryHeap::new();
         let start = Instant::now();
         for message in &messages {
@@ -186,7 +184,13 @@ impl Sender {
 
     /// Makes one attempt: resolves where the seed's mail goes, then connects
     /// to each target in order until one replies.
-    async fn attempt(&self, path: &Path, planned: &PlannedMessage, try_number: u32, message: Arc<[u8]>) -> AttemptRecord {
+    async fn attempt(
+        &self,
+        path: &Path,
+        planned: &PlannedMessage,
+        try_number: u32,
+        message: Arc<[u8]>,
+    ) -> AttemptRecord {
         let number = self.attempt_numbers.fetch_add(1, Ordering::SeqCst) + 1;
         let started_at = Utc::now();
         let _ = self.events.send(Event::Started {
@@ -231,15 +235,28 @@ impl Sender {
             failure = last.and_then(|transaction| transaction.failure.clone());
         }
         let classification = reply.as_ref().map(|reply| {
-            let stage = last.and_then(|transaction| transaction.decisive.and_then(|index| transaction.exchanges.get(index))).map(|exchange| exchange.step);
-            let context = ReplyContext { mx_host: last.map(|transaction| transaction.mx_host.clone()), stage, source_ip: path.source_ip };
+            let stage = last
+                .and_then(|transaction| transaction.decisive.and_then(|index| transaction.exchanges.get(index)))
+                .map(|exchange| exchange.step);
+            let context = ReplyContext {
+                mx_host: last.map(|transaction| transaction.mx_host.clone()),
+                stage,
+                source_ip: path.source_ip,
+            };
             crate::classify::classify(reply, &context)
         });
         let mut negative_replies = Vec::new();
         for (transaction_index, transaction) in transactions.iter().enumerate() {
             for (exchange_index, exchange) in transaction.exchanges.iter().enumerate() {
-                let Some(reply) = exchange.reply.as_ref().filter(|reply| reply.code.is_some_and(|code| code >= 400)) else { continue };
-                let context = ReplyContext { mx_host: Some(transaction.mx_host.clone()), stage: Some(exchange.step), source_ip: path.source_ip };
+                let Some(reply) = exchange.reply.as_ref().filter(|reply| reply.code.is_some_and(|code| code >= 400))
+                else {
+                    continue;
+                };
+                let context = ReplyContext {
+                    mx_host: Some(transaction.mx_host.clone()),
+                    stage: Some(exchange.step),
+                    source_ip: path.source_ip,
+                };
                 negative_replies.push(ReplyReading {
                     transaction: transaction_index,
                     exchange: exchange_index,
@@ -251,7 +268,9 @@ impl Sender {
         // A reply naming another IP than the one bound is only meaningful
         // when it refuses the mail for that IP's sake.
         let ip_mismatch = match (&classification, path.source_ip) {
-            (Some(classification), Some(bound)) if outcome != Outcome::Accepted => crate::classify::ip_mismatch(classification, bound),
+            (Some(classification), Some(bound)) if outcome != Outcome::Accepted => {
+                crate::classify::ip_mismatch(classification, bound)
+            }
             _ => None,
         };
         AttemptRecord {
@@ -319,7 +338,10 @@ impl Sender {
     /// route, or the domain's MX hosts (RFC 5321 section 5.1).
     async fn targets(&self, path: &Path, domain: &str) -> Result<Vec<Target>, Failure> {
         let (key, route) = match (&path.relay, self.routes.get(domain)) {
-            (Some(relay), _) => (format!("relay {}:{}", relay.host, relay.port), Some(Route { host: relay.host.clone(), port: relay.port })),
+            (Some(relay), _) => (
+                format!("relay {}:{}", relay.host, relay.port),
+                Some(Route { host: relay.host.clone(), port: relay.port }),
+            ),
             (None, Some(route)) => (format!("route {domain}"), Some(route.clone())),
             (None, None) => (format!("mx {domain}"), None),
         };
@@ -353,12 +375,16 @@ impl Sender {
     }
 
     async fn resolve_mx(&self, domain: &str) -> Result<Vec<Target>, Failure> {
-        let found = self.dns.delivery_targets(domain).await.map_err(|error| Failure::Dns { detail: error.to_string() })?;
+        let found =
+            self.dns.delivery_targets(domain).await.map_err(|error| Failure::Dns { detail: error.to_string() })?;
         let targets: Vec<Target> = found
             .into_iter()
             .flat_map(|target| {
                 let host = target.host;
-                target.addresses.into_iter().map(move |ip| Target { host: host.clone(), address: SocketAddr::new(ip, 25) })
+                target
+                    .addresses
+                    .into_iter()
+                    .map(move |ip| Target { host: host.clone(), address: SocketAddr::new(ip, 25) })
             })
             .collect();
         if targets.is_empty() {
@@ -375,6 +401,9 @@ fn is_retryable(record: &AttemptRecord) -> bool {
     match record.outcome {
         Outcome::Deferred => true,
         Outcome::Accepted | Outcome::Rejected => false,
-        Outcome::Failed => !matches!(record.failure, Some(Failure::Bind { .. }) | Some(Failure::Dns { .. }) | Some(Failure::StarttlsNotOffered)),
+        Outcome::Failed => !matches!(
+            record.failure,
+            Some(Failure::Bind { .. }) | Some(Failure::Dns { .. }) | Some(Failure::StarttlsNotOffered)
+        ),
     }
 }

@@ -26,7 +26,14 @@ pub fn render(record: &RunRecord, directory: &Path) -> String {
     let _ = writeln!(
         out,
         "messages {}: accepted {}, deferred {}, rejected {}, failed {}, not sent {}; {} attempts, {} cleared after retry",
-        totals.planned, totals.accepted, totals.deferred, totals.rejected, totals.failed, totals.not_sent, totals.attempts, totals.cleared_after_retry
+        totals.planned,
+        totals.accepted,
+        totals.deferred,
+        totals.rejected,
+        totals.failed,
+        totals.not_sent,
+        totals.attempts,
+        totals.cleared_after_retry
     );
 
     let mut per_path: BTreeMap<&str, PathCounts> = BTreeMap::new();
@@ -55,7 +62,15 @@ pub fn render(record: &RunRecord, directory: &Path) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:<12} {:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7}",
-            path.name, path.pool, source, counts.accepted, counts.deferred, counts.rejected, counts.failed, counts.not_sent, counts.cleared
+            path.name,
+            path.pool,
+            source,
+            counts.accepted,
+            counts.deferred,
+            counts.rejected,
+            counts.failed,
+            counts.not_sent,
+            counts.cleared
         );
     }
 
@@ -73,7 +88,14 @@ pub fn render(record: &RunRecord, directory: &Path) -> String {
             (None, Some(failure)) => format!("no reply: {failure}"),
             (None, None) => "no reply".to_string(),
         };
-        let _ = writeln!(out, "  {} ({} -> {}): {}", attempt.path, attempt.started_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"), attempt.seed, what);
+        let _ = writeln!(
+            out,
+            "  {} ({} -> {}): {}",
+            attempt.path,
+            attempt.started_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            attempt.seed,
+            what
+        );
     }
 
     let _ = writeln!(out, "\nrecord: {}", directory.join("run.json").display());

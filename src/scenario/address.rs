@@ -121,7 +121,16 @@ mod tests {
 
     #[test]
     fn invalid_addresses_are_rejected() {
-        for bad in ["", "no-at-sign", "@example.com", "a@localhost", "a b@example.com", "a@-x.example.com", "Name <a@example.com", "a..b@example.com"] {
+        for bad in [
+            "",
+            "no-at-sign",
+            "@example.com",
+            "a@localhost",
+            "a b@example.com",
+            "a@-x.example.com",
+            "Name <a@example.com",
+            "a..b@example.com",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
         }
     }

@@ -155,11 +155,7 @@ pub struct Seed {
 /// A mailbox from which the delivered copies of seeds are read back.
 #[derive(Debug, Clone, Serialize)]
 pub enum Mailbox {
-    Maildir {
-        root: PathBuf,
-        spam_folders: Vec<String>,
-        authserv_id: Option<String>,
-    },
+    Maildir { root: PathBuf, spam_folders: Vec<String>, authserv_id: Option<String> },
     Imap(ImapMailbox),
 }
 

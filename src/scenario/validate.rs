@@ -35,7 +35,11 @@ impl Checker<'_> {
         if path.is_file() {
             Some(path)
         } else {
-            self.error(value, key, format!("file {} not found (paths are relative to the scenario file)", path.display()));
+            self.error(
+                value,
+                key,
+                format!("file {} not found (paths are relative to the scenario file)", path.display()),
+            );
             None
         }
     }
@@ -56,7 +60,11 @@ impl Checker<'_> {
             && name.len() <= 64
             && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !valid {
-            self.error(value, key, format!("invalid name {name:?}; use 1 to 64 letters, digits, dots, hyphens or underscores"));
+            self.error(
+                value,
+                key,
+                format!("invalid name {name:?}; use 1 to 64 letters, digits, dots, hyphens or underscores"),
+            );
         }
         name.to_string()
     }
@@ -67,7 +75,11 @@ impl Checker<'_> {
             let field = name.get_ref();
             let name_valid = !field.is_empty() && field.bytes().all(|b| (33..=126).contains(&b) && b != b':');
             if !name_valid {
-                self.error(name, format!("{key}.{field}"), format!("invalid header name {field:?}; use printable ASCII without spaces or colons"));
+                self.error(
+                    name,
+                    format!("{key}.{field}"),
+                    format!("invalid header name {field:?}; use printable ASCII without spaces or colons"),
+                );
                 continue;
             }
             if value.get_ref().contains(['\r', '\n']) {
@@ -94,7 +106,11 @@ pub(super) fn validate(source: &SourceFile, raw: ScenarioToml) -> Result<Scenari
         Some(value) => match u32::try_from(*value.get_ref()) {
             Ok(max) if max > 0 => max,
             _ => {
-                checker.error(value, "scenario.max_messages", "max_messages must be a whole number from 1 to 4294967295");
+                checker.error(
+                    value,
+                    "scenario.max_messages",
+                    "max_messages must be a whole number from 1 to 4294967295",
+                );
                 DEFAULT_MAX_MESSAGES
             }
         },
@@ -218,10 +234,18 @@ fn check_dkim(checker: &mut Checker, tables: &[raw::DkimTable]) -> Vec<DkimSigne
                 !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             });
         if !selector_valid {
-            checker.error(&table.selector, format!("{key}.selector"), format!("invalid selector {selector:?}; use DNS labels such as s2026"));
+            checker.error(
+                &table.selector,
+                format!("{key}.selector"),
+                format!("invalid selector {selector:?}; use DNS labels such as s2026"),
+            );
         }
         if !seen.insert((domain.clone(), selector.clone())) {
-            checker.error(&table.selector, format!("{key}.selector"), format!("selector {selector} of {domain} is declared twice"));
+            checker.error(
+                &table.selector,
+                format!("{key}.selector"),
+                format!("selector {selector} of {domain} is declared twice"),
+            );
         }
         let mut headers = Vec::new();
         for (position, header) in table.headers.iter().flatten().enumerate() {
@@ -234,9 +258,14 @@ fn check_dkim(checker: &mut Checker, tables: &[raw::DkimTable]) -> Vec<DkimSigne
         }
         if !headers.is_empty() && !headers.iter().any(|name| name.eq_ignore_ascii_case("from")) {
             let first = table.headers.as_ref().and_then(|list| list.first()).expect("headers is not empty");
-            checker.error(first, format!("{key}.headers"), "the signed headers must include From (RFC 6376 section 5.4)");
+            checker.error(
+                first,
+                format!("{key}.headers"),
+                "the signed headers must include From (RFC 6376 section 5.4)",
+            );
         }
-        let expiration = table.expiration.as_ref().and_then(|value| checker.duration(value, &format!("{key}.expiration")));
+        let expiration =
+            table.expiration.as_ref().and_then(|value| checker.duration(value, &format!("{key}.expiration")));
 
         let key_path = format!("{key}.private_key");
         let Some(file) = checker.file(&table.private_key, &key_path) else { continue };
@@ -301,7 +330,13 @@ fn check_paths(checker: &mut Checker, tables: &[raw::PathTable]) -> Vec<Path> {
                 helo
             }
             None if table.relay.is_none() => {
-                checker.error(&table.name, format!("{key}.helo"), format!("path {name:?} delivers directly and needs a helo name, such as the PTR name of its source IP"));
+                checker.error(
+                    &table.name,
+                    format!("{key}.helo"),
+                    format!(
+                        "path {name:?} delivers directly and needs a helo name, such as the PTR name of its source IP"
+                    ),
+                );
                 String::new()
             }
             None => "localhost.localdomain".into(),
@@ -348,7 +383,10 @@ fn split_host_port(text: &str, default_port: u16) -> Result<(String, u16), Strin
     Ok((host.to_ascii_lowercase(), port))
 }
 
-fn check_mailboxes(checker: &mut Checker, tables: &BTreeMap<Spanned<String>, raw::MailboxTable>) -> BTreeMap<String, Mailbox> {
+fn check_mailboxes(
+    checker: &mut Checker,
+    tables: &BTreeMap<Spanned<String>, raw::MailboxTable>,
+) -> BTreeMap<String, Mailbox> {
     let mut mailboxes = BTreeMap::new();
     for (name_value, table) in tables {
         let name = checker.name(name_value, &format!("mailbox.{}", name_value.get_ref()));
@@ -360,9 +398,16 @@ fn check_mailboxes(checker: &mut Checker, tables: &BTreeMap<Spanned<String>, raw
         let authserv_id = table.authserv_id.as_ref().map(|value| value.get_ref().trim().to_string());
         let mailbox = match (&table.maildir, &table.imap) {
             (Some(root), None) => {
-                let imap_options = table.username.is_some() || table.password_env.is_some() || table.password_file.is_some() || table.tls.is_some();
+                let imap_options = table.username.is_some()
+                    || table.password_env.is_some()
+                    || table.password_file.is_some()
+                    || table.tls.is_some();
                 if imap_options {
-                    checker.error(root, &key, "a Maildir mailbox takes no IMAP options (username, password_env, password_file, tls)");
+                    checker.error(
+                        root,
+                        &key,
+                        "a Maildir mailbox takes no IMAP options (username, password_env, password_file, tls)",
+                    );
                 }
                 let root = checker.base_dir.join(root.get_ref());
                 Some(Mailbox::Maildir { root, spam_folders, authserv_id })
@@ -398,7 +443,11 @@ fn check_imap(
     } else if let Some(rest) = text.strip_prefix("imap://") {
         (false, rest)
     } else {
-        checker.error(url, format!("{key}.imap"), format!("invalid IMAP URL {text:?}; write imaps://host[:port] or imap://host[:port]"));
+        checker.error(
+            url,
+            format!("{key}.imap"),
+            format!("invalid IMAP URL {text:?}; write imaps://host[:port] or imap://host[:port]"),
+        );
         return None;
     };
     let (host, port) = match split_host_port(rest.trim_end_matches('/'), if implicit { 993 } else { 143 }) {
@@ -411,7 +460,11 @@ fn check_imap(
     let tls = match (implicit, table.tls.as_ref().map(|value| (value, value.get_ref().as_str()))) {
         (true, None) => ImapTls::Implicit,
         (true, Some((value, _))) => {
-            checker.error(value, format!("{key}.tls"), "imaps:// always uses implicit TLS; drop tls or use imap:// with tls = \"starttls\"");
+            checker.error(
+                value,
+                format!("{key}.tls"),
+                "imaps:// always uses implicit TLS; drop tls or use imap:// with tls = \"starttls\"",
+            );
             ImapTls::Implicit
         }
         (false, None | Some((_, "starttls"))) => ImapTls::Starttls,
@@ -468,7 +521,11 @@ fn check_seeds(checker: &mut Checker, tables: &[raw::SeedTable], mailboxes: &BTr
             let name = value.get_ref().trim().to_string();
             if !mailboxes.contains_key(&name) {
                 let known: Vec<&str> = mailboxes.keys().map(String::as_str).collect();
-                let hint = if known.is_empty() { "the scenario declares no [mailbox.NAME] table".to_string() } else { format!("declared mailboxes: {}", known.join(", ")) };
+                let hint = if known.is_empty() {
+                    "the scenario declares no [mailbox.NAME] table".to_string()
+                } else {
+                    format!("declared mailboxes: {}", known.join(", "))
+                };
                 checker.error(value, format!("{key}.mailbox"), format!("mailbox {name:?} is not declared; {hint}"));
             }
             name
@@ -495,7 +552,11 @@ fn check_streams(checker: &mut Checker, tables: &[raw::StreamTable], paths: &[Pa
             "control" => Role::Control,
             "bulk" => Role::Bulk,
             other => {
-                checker.error(&table.role, format!("{key}.role"), format!("invalid role {other:?}; use \"control\" or \"bulk\""));
+                checker.error(
+                    &table.role,
+                    format!("{key}.role"),
+                    format!("invalid role {other:?}; use \"control\" or \"bulk\""),
+                );
                 Role::Control
             }
         };
@@ -503,11 +564,19 @@ fn check_streams(checker: &mut Checker, tables: &[raw::StreamTable], paths: &[Pa
         let mut path_indexes = Vec::new();
         for (position, path_name) in table.paths.get_ref().iter().enumerate() {
             match paths.iter().position(|path| &path.name == path_name.get_ref()) {
-                Some(found) if path_indexes.contains(&found) => checker.error(path_name, format!("{key}.paths[{position}]"), format!("path {:?} is listed twice", path_name.get_ref())),
+                Some(found) if path_indexes.contains(&found) => checker.error(
+                    path_name,
+                    format!("{key}.paths[{position}]"),
+                    format!("path {:?} is listed twice", path_name.get_ref()),
+                ),
                 Some(found) => path_indexes.push(found),
                 None => {
                     let known: Vec<&str> = paths.iter().map(|path| path.name.as_str()).collect();
-                    checker.error(path_name, format!("{key}.paths[{position}]"), format!("path {:?} is not declared; declared paths: {}", path_name.get_ref(), known.join(", ")));
+                    checker.error(
+                        path_name,
+                        format!("{key}.paths[{position}]"),
+                        format!("path {:?} is not declared; declared paths: {}", path_name.get_ref(), known.join(", ")),
+                    );
                 }
             }
         }
@@ -523,7 +592,13 @@ fn check_streams(checker: &mut Checker, tables: &[raw::StreamTable], paths: &[Pa
                     let wanted = address.get_ref().trim();
                     match seeds.iter().position(|seed| seed.address.eq_ignore_ascii_case(wanted)) {
                         Some(found) => indexes.push(found),
-                        None => checker.error(address, format!("{key}.seeds[{position}]"), format!("{wanted:?} is not a declared seed; only [[seed]] addresses are ever used as recipients")),
+                        None => checker.error(
+                            address,
+                            format!("{key}.seeds[{position}]"),
+                            format!(
+                                "{wanted:?} is not a declared seed; only [[seed]] addresses are ever used as recipients"
+                            ),
+                        ),
                     }
                 }
                 indexes
@@ -552,7 +627,16 @@ fn check_streams(checker: &mut Checker, tables: &[raw::StreamTable], paths: &[Pa
         let content = check_content(checker, &key, table);
         let headers = checker.headers(&table.headers, &format!("{key}.headers"));
         if let Some(content) = content {
-            streams.push(Stream { name, role, paths: path_indexes, seeds: seed_indexes, count, from, content, headers });
+            streams.push(Stream {
+                name,
+                role,
+                paths: path_indexes,
+                seeds: seed_indexes,
+                count,
+                from,
+                content,
+                headers,
+            });
         }
     }
     if tables.is_empty() {
@@ -581,10 +665,16 @@ fn check_content(checker: &mut Checker, key: &str, table: &raw::StreamTable) -> 
             }
         }
         (Some(file), _, _) => {
-            checker.error(file, format!("{key}.message"), "a stream takes either message (a template file) or subject and body, not both");
+            checker.error(
+                file,
+                format!("{key}.message"),
+                "a stream takes either message (a template file) or subject and body, not both",
+            );
             None
         }
-        (None, Some(subject), Some(body)) => Some(Content::Compose { subject: subject.get_ref().clone(), body: body.get_ref().clone() }),
+        (None, Some(subject), Some(body)) => {
+            Some(Content::Compose { subject: subject.get_ref().clone(), body: body.get_ref().clone() })
+        }
         (None, _, _) => {
             checker.error(&table.name, key, "the stream needs subject and body, or message = \"TEMPLATE.eml\"");
             None
@@ -599,7 +689,11 @@ fn check_delivery(checker: &mut Checker, table: &raw::DeliveryTable) -> Delivery
             Ok(0) => None,
             Ok(rate) => Some(rate),
             Err(_) => {
-                checker.error(value, "delivery.rate_per_minute", "rate_per_minute must be a whole number, 0 for no pacing");
+                checker.error(
+                    value,
+                    "delivery.rate_per_minute",
+                    "rate_per_minute must be a whole number, 0 for no pacing",
+                );
                 None
             }
         },
@@ -615,7 +709,11 @@ fn check_delivery(checker: &mut Checker, table: &raw::DeliveryTable) -> Delivery
         Some((_, "required")) => StartTlsMode::Required,
         Some((_, "never")) => StartTlsMode::Never,
         Some((value, other)) => {
-            checker.error(value, "delivery.starttls", format!("invalid starttls {other:?}; use \"opportunistic\", \"required\" or \"never\""));
+            checker.error(
+                value,
+                "delivery.starttls",
+                format!("invalid starttls {other:?}; use \"opportunistic\", \"required\" or \"never\""),
+            );
             StartTlsMode::Opportunistic
         }
     };
@@ -640,7 +738,9 @@ fn check_delivery(checker: &mut Checker, table: &raw::DeliveryTable) -> Delivery
             Ok((host, port)) => {
                 routes.insert(domain_name, Route { host, port });
             }
-            Err(problem) => checker.error(target, key, format!("invalid route {:?}: {problem}; write host:port", target.get_ref())),
+            Err(problem) => {
+                checker.error(target, key, format!("invalid route {:?}: {problem}; write host:port", target.get_ref()))
+            }
         }
     }
     let mut timeouts = Timeouts::default();
@@ -704,7 +804,11 @@ fn check_gate(checker: &mut Checker, table: &raw::GateTable) -> Gate {
                 "dkim" => AuthMethod::Dkim,
                 "dmarc" => AuthMethod::Dmarc,
                 other => {
-                    checker.error(method, format!("gate.require_auth[{index}]"), format!("invalid method {other:?}; use \"spf\", \"dkim\" or \"dmarc\""));
+                    checker.error(
+                        method,
+                        format!("gate.require_auth[{index}]"),
+                        format!("invalid method {other:?}; use \"spf\", \"dkim\" or \"dmarc\""),
+                    );
                     continue;
                 }
             };
@@ -725,14 +829,22 @@ fn check_gate(checker: &mut Checker, table: &raw::GateTable) -> Gate {
             if (0.0..=1.0).contains(&rate) {
                 *slot = rate;
             } else {
-                checker.error(value, key, format!("{rate} is not a share; write a number from 0.0 to 1.0, such as 0.1 for 10 %"));
+                checker.error(
+                    value,
+                    key,
+                    format!("{rate} is not a share; write a number from 0.0 to 1.0, such as 0.1 for 10 %"),
+                );
             }
         }
     }
     if let Some(value) = &table.critical_min_seeds {
         match u32::try_from(*value.get_ref()) {
             Ok(seeds) if seeds >= 1 => gate.critical_min_seeds = seeds,
-            _ => checker.error(value, "gate.critical_min_seeds", "critical_min_seeds must be a whole number of at least 1"),
+            _ => checker.error(
+                value,
+                "gate.critical_min_seeds",
+                "critical_min_seeds must be a whole number of at least 1",
+            ),
         }
     }
     if let Some(allow) = table.allow_cleared_deferrals {
@@ -770,7 +882,10 @@ mod tests {
 
     #[test]
     fn relay_forms() {
-        assert_eq!(parse_relay("smtp://pmta.example.com:2525").unwrap(), Relay { host: "pmta.example.com".into(), port: 2525 });
+        assert_eq!(
+            parse_relay("smtp://pmta.example.com:2525").unwrap(),
+            Relay { host: "pmta.example.com".into(), port: 2525 }
+        );
         assert_eq!(parse_relay("smtp://127.0.0.1").unwrap(), Relay { host: "127.0.0.1".into(), port: 25 });
         assert_eq!(parse_relay("smtp://[::1]:2525").unwrap(), Relay { host: "::1".into(), port: 2525 });
         assert!(parse_relay("http://x.example.com").is_err());

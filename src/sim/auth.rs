@@ -10,8 +10,7 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcResult, IprevResult,
-    MessageAuthenticator, SpfResult,
+    AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, IprevResult, MessageAuthenticator,
 };
 
 /// The receiver's verdicts on one message, as RFC 8601 result keywords
@@ -87,9 +86,7 @@ pub(crate) async fn authenticate(
     };
     let spf = authenticator.verify_spf(spf_parameters).await;
 
-    let dmarc = authenticator
-        .verify_dmarc(DmarcParameters::new(&parsed, &dkim, spf_domain, &spf))
-        .await;
+    let dmarc = authenticator.verify_dmarc(DmarcParameters::new(&parsed, &dkim, spf_domain, &spf)).await;
 
     let iprev = if check_iprev { Some(authenticator.verify_iprev(envelope.client_ip).await) } else { None };
 
@@ -105,9 +102,9 @@ pub(crate) async fn authenticate(
     }
 
     let summary = AuthSummary {
-        spf: spf_keyword(spf.result()).to_string(),
+        spf: crate::auth::keywords::spf(spf.result()).to_string(),
         dkim: dkim_keyword(&dkim).to_string(),
-        dmarc: dmarc_keyword(&dmarc.result()).to_string(),
+        dmarc: crate::auth::keywords::dmarc(&dmarc.result()).to_string(),
         iprev: iprev.map(|iprev| iprev_keyword(iprev.result()).to_string()),
     };
     tracing::debug!(
@@ -159,40 +156,11 @@ pub(crate) fn received(
     )
 }
 
-fn spf_keyword(result: SpfResult) -> &'static str {
-    match result {
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::SoftFail => "softfail",
-        SpfResult::Neutral => "neutral",
-        SpfResult::TempError => "temperror",
-        SpfResult::PermError => "permerror",
-        SpfResult::None => "none",
-    }
-}
-
 fn dkim_keyword(outputs: &[DkimOutput<'_>]) -> &'static str {
     if outputs.iter().any(|output| *output.result() == DkimResult::Pass) {
         return "pass";
     }
-    match outputs.first().map(DkimOutput::result) {
-        None | Some(DkimResult::None) => "none",
-        Some(DkimResult::Pass) => "pass",
-        Some(DkimResult::Neutral(_)) => "neutral",
-        Some(DkimResult::Fail(_)) => "fail",
-        Some(DkimResult::PermError(_)) => "permerror",
-        Some(DkimResult::TempError(_)) => "temperror",
-    }
-}
-
-fn dmarc_keyword(result: &DmarcResult) -> &'static str {
-    match result {
-        DmarcResult::Pass => "pass",
-        DmarcResult::Fail(_) => "fail",
-        DmarcResult::TempError(_) => "temperror",
-        DmarcResult::PermError(_) => "permerror",
-        DmarcResult::None => "none",
-    }
+    outputs.first().map_or("none", |output| crate::auth::keywords::dkim(output.result()).0)
 }
 
 fn iprev_keyword(result: &IprevResult) -> &'static str {
@@ -211,7 +179,8 @@ mod tests {
 
     #[test]
     fn received_names_single_recipient() {
-        let envelope = Envelope { client_ip: "192.0.2.10".parse().unwrap(), helo: "mta.example.com", mail_from: "b@example.com" };
+        let envelope =
+            Envelope { client_ip: "192.0.2.10".parse().unwrap(), helo: "mta.example.com", mail_from: "b@example.com" };
         let time = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z").unwrap().with_timezone(&Utc);
         let header = received(envelope, "mx.example.test", true, true, "4F2A9C1B3D", &["s@example.net".into()], time);
         assert_eq!(
@@ -223,7 +192,15 @@ mod tests {
     #[test]
     fn received_hides_several_recipients() {
         let envelope = Envelope { client_ip: "2001:db8::1".parse().unwrap(), helo: "mta.example.com", mail_from: "" };
-        let headers = received(envelope, "mx.example.test", false, false, "1", &["a@x.test".into(), "b@x.test".into()], Utc::now());
+        let headers = received(
+            envelope,
+            "mx.example.test",
+            false,
+            false,
+            "1",
+            &["a@x.test".into(), "b@x.test".into()],
+            Utc::now(),
+        );
         assert_eq!(return_path(envelope.mail_from), "Return-Path: <>\r\n");
         assert!(headers.contains("([IPv6:2001:db8::1])"), "{headers}");
         assert!(headers.contains("with SMTP id 1;"), "{headers}");

@@ -79,13 +79,7 @@ impl MaildirRoot {
     fn unique_name(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let count = DELIVERIES.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}.M{}P{}Q{count}.{}",
-            now.as_secs(),
-            now.subsec_micros(),
-            std::process::id(),
-            self.host
-        )
+        format!("{}.M{}P{}Q{count}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), self.host)
     }
 }
 

@@ -255,11 +255,7 @@ impl SimConfig {
 /// `default_domains` are used when the table has no `domains` key (a
 /// scenario passes its seed domains, a standalone policy file none).
 /// Returns every error found, not only the first.
-pub fn validate(
-    raw: &SimulatorToml,
-    key: &str,
-    default_domains: &[String],
-) -> Result<SimConfig, Vec<FieldError>> {
+pub fn validate(raw: &SimulatorToml, key: &str, default_domains: &[String]) -> Result<SimConfig, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut config = SimConfig::accept_all(default_domains.to_vec());
     config.allow_non_loopback = raw.allow_non_loopback;
@@ -403,7 +399,9 @@ fn validate_listen(
         errors.push(FieldError::at(
             listen,
             format!("{key}.listen"),
-            format!("invalid socket address {text:?}; write an IP address and a port, such as 127.0.0.1:2525 or [::1]:2525"),
+            format!(
+                "invalid socket address {text:?}; write an IP address and a port, such as 127.0.0.1:2525 or [::1]:2525"
+            ),
         ));
         return None;
     };
@@ -518,10 +516,7 @@ fn validate_clients(raw: &RuleToml, key: &str, errors: &mut Vec<FieldError>) -> 
     let mut clients = Vec::new();
     for (index, client) in raw.clients.iter().enumerate() {
         let text = client.get_ref().trim();
-        let parsed = text
-            .parse::<IpNet>()
-            .map(|net| net.trunc())
-            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        let parsed = text.parse::<IpNet>().map(|net| net.trunc()).or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
         match parsed {
             Ok(net) => clients.push(net),
             Err(_) => errors.push(FieldError::at(
@@ -635,7 +630,9 @@ fn validate_reply(
     };
 
     let (fits, needed, hint) = match action {
-        "accept" => (reply.is_positive() && reply.code() < 300, "a 2xx", "such as \"250 2.0.0 Ok: queued as {queue_id}\""),
+        "accept" => {
+            (reply.is_positive() && reply.code() < 300, "a 2xx", "such as \"250 2.0.0 Ok: queued as {queue_id}\"")
+        }
         "reject" => (reply.is_permanent(), "a 5xx", "or use action = \"defer\" for a 4xx reply"),
         _ => (reply.is_transient(), "a 4xx", "or use action = \"reject\" for a 5xx reply"),
     };

@@ -56,9 +56,15 @@ enum Input {
 enum Data {
     /// The final dot arrived. `oversize` and `line_too_long` mean that the
     /// content was read to its end but not kept in full.
-    Complete { message: Vec<u8>, oversize: bool, line_too_long: bool },
+    Complete {
+        message: Vec<u8>,
+        oversize: bool,
+        line_too_long: bool,
+    },
     /// A `drop` rule read enough.
-    Cut { received: u64 },
+    Cut {
+        received: u64,
+    },
     Closed,
 }
 
@@ -118,7 +124,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
                 // requires, so that plaintext cannot be injected into the
                 // TLS session.
                 let plain = connection.into_inner();
-                let handshake = tokio::time::timeout(session.shared.config.idle_timeout, session.shared.tls.accept(plain));
+                let handshake =
+                    tokio::time::timeout(session.shared.config.idle_timeout, session.shared.tls.accept(plain));
                 match handshake.await {
                     Ok(Ok(tls)) => {
                         debug!(%client_ip, "TLS established");
@@ -274,7 +281,8 @@ impl Session {
         let Some(rest) = strip_prefix_ignore_case(arguments, "FROM:") else {
             return self.protocol_error(connection, Reply::new(501, "5.5.4 Syntax: MAIL FROM:<address>")).await;
         };
-        let Some((mail_from, parameters)) = parse_path(rest).filter(|(path, _)| path.is_empty() || is_address(path)) else {
+        let Some((mail_from, parameters)) = parse_path(rest).filter(|(path, _)| path.is_empty() || is_address(path))
+        else {
             return self.protocol_error(connection, Reply::new(501, "5.1.7 Bad sender address syntax")).await;
         };
 
@@ -356,7 +364,12 @@ impl Session {
         self.respond(connection, Reply::new(250, "2.1.5 Ok")).await
     }
 
-    async fn data(&mut self, connection: &mut Connection, shutdown: &mut Shutdown, arguments: &str) -> io::Result<Flow> {
+    async fn data(
+        &mut self,
+        connection: &mut Connection,
+        shutdown: &mut Shutdown,
+        arguments: &str,
+    ) -> io::Result<Flow> {
         if !arguments.is_empty() {
             return self.protocol_error(connection, Reply::new(501, "5.5.4 Syntax: DATA")).await;
         }
@@ -427,17 +440,19 @@ impl Session {
         let envelope = Envelope { client_ip: self.client_ip, helo: &helo, mail_from: &transaction.mail_from };
         let config = &self.shared.config;
         let authentication =
-            auth::authenticate(&self.shared.authenticator, &config.hostname, config.check_iprev, envelope, &message).await;
+            auth::authenticate(&self.shared.authenticator, &config.hostname, config.check_iprev, envelope, &message)
+                .await;
 
         let rule_folder = match &self.action {
             Action::Accept { folder, .. } | Action::DeferAfter { folder, .. } => *folder,
             _ => Folder::Inbox,
         };
-        let folder = if rule_folder == Folder::Junk || (config.junk_on_dmarc_fail && authentication.summary.dmarc_failed()) {
-            Folder::Junk
-        } else {
-            Folder::Inbox
-        };
+        let folder =
+            if rule_folder == Folder::Junk || (config.junk_on_dmarc_fail && authentication.summary.dmarc_failed()) {
+                Folder::Junk
+            } else {
+                Folder::Inbox
+            };
         debug!(client_ip = %self.client_ip, queue_id = %transaction.queue_id, ?folder, "delivering");
 
         // The delivered copy starts with what the final delivery adds, then
@@ -462,10 +477,7 @@ impl Session {
         let maildir = self.shared.maildir.clone();
         let recipients = transaction.rcpt_to.clone();
         let delivered = tokio::task::spawn_blocking(move || {
-            recipients
-                .iter()
-                .map(|recipient| maildir.deliver(recipient, folder, &copy))
-                .collect::<io::Result<Vec<_>>>()
+            recipients.iter().map(|recipient| maildir.deliver(recipient, folder, &copy)).collect::<io::Result<Vec<_>>>()
         })
         .await
         .map_err(io::Error::other)?;
@@ -631,7 +643,8 @@ impl Session {
                 Ok(Input::Closed)
             }
             Wait::Shutdown => {
-                let reply = Reply::new(421, format!("4.3.2 {hostname} Service shutting down, closing transmission channel"));
+                let reply =
+                    Reply::new(421, format!("4.3.2 {hostname} Service shutting down, closing transmission channel"));
                 self.send(connection, &reply).await?;
                 Ok(Input::Closed)
             }
@@ -745,9 +758,7 @@ fn parse_path(text: &str) -> Option<(String, &str)> {
 fn is_address(address: &str) -> bool {
     match address.rsplit_once('@') {
         Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && address.chars().all(|c| !c.is_control() && !c.is_whitespace())
+            !local.is_empty() && !domain.is_empty() && address.chars().all(|c| !c.is_control() && !c.is_whitespace())
         }
         None => false,
     }

@@ -10,8 +10,9 @@ use tokio_rustls::TlsAcceptor;
 /// Builds a TLS acceptor with a fresh self-signed certificate for `hostname`.
 /// Clients must not verify it, as MTAs doing opportunistic STARTTLS do not.
 pub(crate) fn acceptor(hostname: &str) -> io::Result<TlsAcceptor> {
-    let certified = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
-        .map_err(|error| io::Error::other(format!("failed to make a self-signed certificate for {hostname}: {error}")))?;
+    let certified = rcgen::generate_simple_self_signed(vec![hostname.to_string()]).map_err(|error| {
+        io::Error::other(format!("failed to make a self-signed certificate for {hostname}: {error}"))
+    })?;
     let certificate = certified.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
 

@@ -170,37 +170,18 @@ struct Ending {
 
 impl Ending {
     fn accepted(index: usize) -> Self {
-        Self {
-            outcome: Outcome::Accepted,
-            failure: None,
-            decisive: Some(index),
-            send_quit: true,
-        }
+        Self { outcome: Outcome::Accepted, failure: None, decisive: Some(index), send_quit: true }
     }
 
     fn failed(failure: Failure) -> Self {
-        Self {
-            outcome: Outcome::Failed,
-            failure: Some(failure),
-            decisive: None,
-            send_quit: false,
-        }
+        Self { outcome: Outcome::Failed, failure: Some(failure), decisive: None, send_quit: false }
     }
 
     /// A 4xx or 5xx reply. After 421 the server closes the connection
     /// (RFC 5321 section 3.8), so QUIT is not sent.
     fn negative(index: usize, reply: &Reply) -> Self {
-        let outcome = if reply.is_transient() {
-            Outcome::Deferred
-        } else {
-            Outcome::Rejected
-        };
-        Self {
-            outcome,
-            failure: None,
-            decisive: Some(index),
-            send_quit: reply.code != Some(421),
-        }
+        let outcome = if reply.is_transient() { Outcome::Deferred } else { Outcome::Rejected };
+        Self { outcome, failure: None, decisive: Some(index), send_quit: reply.code != Some(421) }
     }
 }
 
@@ -276,10 +257,7 @@ impl<'a> Session<'a> {
         let stream = match tokio::time::timeout(limit, socket.connect(request.server)).await {
             Err(_) => return Err(timed_out(Step::Connect, limit)),
             Ok(Err(error)) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
-                let detail = format!(
-                    "{} ({}) refused the connection: {error}",
-                    request.server, request.mx_host
-                );
+                let detail = format!("{} ({}) refused the connection: {error}", request.server, request.mx_host);
                 return Err(Ending::failed(Failure::ConnectionRefused { detail }));
             }
             Ok(Err(error)) => return Err(io_failure(Step::Connect, &error)),
@@ -295,40 +273,27 @@ impl<'a> Session<'a> {
 
     async fn greeting(&mut self) -> StepResult<()> {
         let index = self.begin(Step::Greeting, None);
-        let reply = self
-            .exchange(index, Step::Greeting, &[], self.request.timeouts.greeting)
-            .await?;
-        judge(
-            index,
-            Step::Greeting,
-            &reply,
-            ReplyClass::PositiveCompletion,
-        )
+        let reply = self.exchange(index, Step::Greeting, &[], self.request.timeouts.greeting).await?;
+        judge(index, Step::Greeting, &reply, ReplyClass::PositiveCompletion)
     }
 
     /// Sends EHLO, and HELO when the server does not know EHLO.
     async fn hello(&mut self) -> StepResult<()> {
         let limit = self.request.timeouts.command;
-        let (index, reply) = self
-            .command(Step::Ehlo, &format!("EHLO {}", self.request.helo), limit)
-            .await?;
+        let (index, reply) = self.command(Step::Ehlo, &format!("EHLO {}", self.request.helo), limit).await?;
 
         if reply.class() == Some(ReplyClass::PositiveCompletion) {
             self.extensions = extensions(&reply);
             tracing::debug!(extensions = ?self.extensions, "EHLO accepted");
             return Ok(());
         }
-        let falls_back = reply
-            .code
-            .is_some_and(|code| EHLO_FALLBACK_CODES.contains(&code));
+        let falls_back = reply.code.is_some_and(|code| EHLO_FALLBACK_CODES.contains(&code));
         if !falls_back {
             return judge(index, Step::Ehlo, &reply, ReplyClass::PositiveCompletion);
         }
 
         tracing::debug!(code = ?reply.code, "EHLO not accepted, trying HELO");
-        let (index, reply) = self
-            .command(Step::Helo, &format!("HELO {}", self.request.helo), limit)
-            .await?;
+        let (index, reply) = self.command(Step::Helo, &format!("HELO {}", self.request.helo), limit).await?;
         self.extensions.clear();
         judge(index, Step::Helo, &reply, ReplyClass::PositiveCompletion)
     }
@@ -363,12 +328,7 @@ impl<'a> Session<'a> {
             tracing::debug!(code = ?reply.code, "STARTTLS refused, going on in the clear");
             return Ok(());
         }
-        judge(
-            index,
-            Step::Starttls,
-            &reply,
-            ReplyClass::PositiveCompletion,
-        )?;
+        judge(index, Step::Starttls, &reply, ReplyClass::PositiveCompletion)?;
 
         self.handshake().await?;
         // RFC 3207 makes the client discard what it learned before TLS, so
@@ -380,9 +340,7 @@ impl<'a> Session<'a> {
         let request = self.request;
         let index = self.begin(Step::TlsHandshake, None);
         let Some(reader) = self.reader.take() else {
-            return Err(Ending::failed(Failure::ConnectionDropped {
-                step: Step::TlsHandshake,
-            }));
+            return Err(Ending::failed(Failure::ConnectionDropped { step: Step::TlsHandshake }));
         };
 
         // Bytes that follow the 220 in the clear could be replies to commands
@@ -392,36 +350,21 @@ impl<'a> Session<'a> {
                 "the server sent {} after its STARTTLS reply, before the TLS handshake",
                 wire::quote(reader.buffer())
             );
-            return Err(Ending::failed(Failure::Protocol {
-                step: Step::Starttls,
-                detail,
-            }));
+            return Err(Ending::failed(Failure::Protocol { step: Step::Starttls, detail }));
         }
         let tcp = match reader.into_inner() {
             Stream::Plain(tcp) => tcp,
             Stream::Tls(_) => {
                 let detail = "STARTTLS accepted inside TLS".to_owned();
-                return Err(Ending::failed(Failure::Protocol {
-                    step: Step::Starttls,
-                    detail,
-                }));
+                return Err(Ending::failed(Failure::Protocol { step: Step::Starttls, detail }));
             }
         };
 
-        let name = request
-            .tls
-            .server_name
-            .as_deref()
-            .unwrap_or(&request.mx_host);
-        let server_name =
-            tls::server_name(name).map_err(|detail| Ending::failed(Failure::Tls { detail }))?;
-        let (config, verify_result) = tls::client_config(&request.tls)
-            .map_err(|detail| Ending::failed(Failure::Tls { detail }))?;
-        tracing::debug!(
-            server_name = name,
-            verify = request.tls.verify,
-            "starting TLS handshake"
-        );
+        let name = request.tls.server_name.as_deref().unwrap_or(&request.mx_host);
+        let server_name = tls::server_name(name).map_err(|detail| Ending::failed(Failure::Tls { detail }))?;
+        let (config, verify_result) =
+            tls::client_config(&request.tls).map_err(|detail| Ending::failed(Failure::Tls { detail }))?;
+        tracing::debug!(server_name = name, verify = request.tls.verify, "starting TLS handshake");
 
         let limit = request.timeouts.command;
         let connector = TlsConnector::from(config);
@@ -466,9 +409,7 @@ impl<'a> Session<'a> {
             line.push_str(&format!(" SIZE={}", self.content.len()));
         }
 
-        let (index, reply) = self
-            .command(Step::Mail, &line, request.timeouts.command)
-            .await?;
+        let (index, reply) = self.command(Step::Mail, &line, request.timeouts.command).await?;
         judge(index, Step::Mail, &reply, ReplyClass::PositiveCompletion)
     }
 
@@ -495,20 +436,8 @@ impl<'a> Session<'a> {
         tracing::trace!(target: "mailcanary::smtp::wire", "C: .");
 
         let limit = self.request.timeouts.end_of_data;
-        let reply = self
-            .exchange(
-                index,
-                Step::EndOfData,
-                &[&content, data::END_OF_DATA],
-                limit,
-            )
-            .await?;
-        judge(
-            index,
-            Step::EndOfData,
-            &reply,
-            ReplyClass::PositiveCompletion,
-        )?;
+        let reply = self.exchange(index, Step::EndOfData, &[&content, data::END_OF_DATA], limit).await?;
+        judge(index, Step::EndOfData, &reply, ReplyClass::PositiveCompletion)?;
         Ok(index)
     }
 
@@ -530,12 +459,7 @@ impl<'a> Session<'a> {
     }
 
     /// Records and sends one command line, then reads its reply.
-    async fn command(
-        &mut self,
-        step: Step,
-        line: &str,
-        limit: Duration,
-    ) -> StepResult<(usize, Reply)> {
+    async fn command(&mut self, step: Step, line: &str, limit: Duration) -> StepResult<(usize, Reply)> {
         let masked = mask_command(line);
         tracing::trace!(target: "mailcanary::smtp::wire", "C: {masked}");
         let index = self.begin(step, Some(masked));
@@ -549,24 +473,14 @@ impl<'a> Session<'a> {
 
     /// Writes `parts` and reads one reply within `limit`, storing the reply in
     /// exchange `index`.
-    async fn exchange(
-        &mut self,
-        index: usize,
-        step: Step,
-        parts: &[&[u8]],
-        limit: Duration,
-    ) -> StepResult<Reply> {
+    async fn exchange(&mut self, index: usize, step: Step, parts: &[&[u8]], limit: Duration) -> StepResult<Reply> {
         let Some(reader) = self.reader.as_mut() else {
             return Err(Ending::failed(Failure::ConnectionDropped { step }));
         };
 
         let result = tokio::time::timeout(limit, async {
             for part in parts {
-                reader
-                    .get_mut()
-                    .write_all(part)
-                    .await
-                    .map_err(ReadError::Io)?;
+                reader.get_mut().write_all(part).await.map_err(ReadError::Io)?;
             }
             if !parts.is_empty() {
                 reader.get_mut().flush().await.map_err(ReadError::Io)?;
@@ -587,14 +501,7 @@ impl<'a> Session<'a> {
     }
 
     fn begin(&mut self, step: Step, command: Option<String>) -> usize {
-        self.exchanges.push(Exchange {
-            step,
-            command,
-            sent_at: now(),
-            reply: None,
-            replied_at: None,
-            size: None,
-        });
+        self.exchanges.push(Exchange { step, command, sent_at: now(), reply: None, replied_at: None, size: None });
         self.exchanges.len() - 1
     }
 
@@ -651,9 +558,7 @@ fn bind(socket: &TcpSocket, source_ip: IpAddr, server: SocketAddr) -> StepResult
 fn judge(index: usize, step: Step, reply: &Reply, expected: ReplyClass) -> StepResult<()> {
     match reply.class() {
         Some(class) if class == expected => Ok(()),
-        Some(ReplyClass::TransientNegative | ReplyClass::PermanentNegative) => {
-            Err(Ending::negative(index, reply))
-        }
+        Some(ReplyClass::TransientNegative | ReplyClass::PermanentNegative) => Err(Ending::negative(index, reply)),
         _ => {
             let first_line = reply.lines.first().map(String::as_str).unwrap_or_default();
             let detail = format!("unexpected reply at the {step} step: {first_line:?}");
@@ -685,33 +590,19 @@ fn read_failure(step: Step, error: ReadError) -> Failure {
         ReadError::Closed => Failure::ConnectionDropped { step },
         ReadError::Truncated(bytes) => Failure::Protocol {
             step,
-            detail: format!(
-                "reply truncated: the connection closed after {}",
-                wire::quote(&bytes)
-            ),
+            detail: format!("reply truncated: the connection closed after {}", wire::quote(&bytes)),
         },
         ReadError::LineTooLong(start) => Failure::Protocol {
             step,
-            detail: format!(
-                "reply line longer than {} bytes, starting {}",
-                wire::MAX_LINE_LEN,
-                wire::quote(&start)
-            ),
+            detail: format!("reply line longer than {} bytes, starting {}", wire::MAX_LINE_LEN, wire::quote(&start)),
         },
-        ReadError::TooManyLines => Failure::Protocol {
-            step,
-            detail: format!("reply longer than {} lines", wire::MAX_REPLY_LINES),
-        },
-        ReadError::Invalid(error) => Failure::Protocol {
-            step,
-            detail: error.to_string(),
-        },
+        ReadError::TooManyLines => {
+            Failure::Protocol { step, detail: format!("reply longer than {} lines", wire::MAX_REPLY_LINES) }
+        }
+        ReadError::Invalid(error) => Failure::Protocol { step, detail: error.to_string() },
         ReadError::Io(error) => match io_failure(step, &error).failure {
             Some(failure) => failure,
-            None => Failure::Io {
-                step,
-                detail: error.to_string(),
-            },
+            None => Failure::Io { step, detail: error.to_string() },
         },
     }
 }
@@ -726,10 +617,7 @@ fn io_failure(step: Step, error: &std::io::Error) -> Ending {
         | ErrorKind::ConnectionAborted
         | ErrorKind::BrokenPipe
         | ErrorKind::UnexpectedEof => Failure::ConnectionDropped { step },
-        _ => Failure::Io {
-            step,
-            detail: error.to_string(),
-        },
+        _ => Failure::Io { step, detail: error.to_string() },
     };
     Ending::failed(failure)
 }
@@ -756,58 +644,29 @@ mod tests {
 
     #[test]
     fn extensions_read_upper_case() {
-        let reply = reply(&[
-            "250-mx.test greets you",
-            "250-starttls",
-            "250-SIZE 1000",
-            "250 8BITMIME",
-        ]);
+        let reply = reply(&["250-mx.test greets you", "250-starttls", "250-SIZE 1000", "250 8BITMIME"]);
         assert_eq!(extensions(&reply), ["STARTTLS", "SIZE", "8BITMIME"]);
     }
 
     #[test]
     fn judge_421_skips_quit() {
-        let ending = judge(
-            1,
-            Step::Rcpt,
-            &reply(&["421 closing"]),
-            ReplyClass::PositiveCompletion,
-        )
-        .unwrap_err();
+        let ending = judge(1, Step::Rcpt, &reply(&["421 closing"]), ReplyClass::PositiveCompletion).unwrap_err();
         assert_eq!(ending.outcome, Outcome::Deferred);
         assert!(!ending.send_quit);
     }
 
     #[test]
     fn judge_550_sends_quit() {
-        let ending = judge(
-            1,
-            Step::Rcpt,
-            &reply(&["550 no"]),
-            ReplyClass::PositiveCompletion,
-        )
-        .unwrap_err();
+        let ending = judge(1, Step::Rcpt, &reply(&["550 no"]), ReplyClass::PositiveCompletion).unwrap_err();
         assert_eq!(ending.outcome, Outcome::Rejected);
         assert!(ending.send_quit);
     }
 
     #[test]
     fn judge_unexpected_class_is_protocol_failure() {
-        let ending = judge(
-            2,
-            Step::Mail,
-            &reply(&["354 go on"]),
-            ReplyClass::PositiveCompletion,
-        )
-        .unwrap_err();
+        let ending = judge(2, Step::Mail, &reply(&["354 go on"]), ReplyClass::PositiveCompletion).unwrap_err();
         assert_eq!(ending.outcome, Outcome::Failed);
-        assert!(matches!(
-            ending.failure,
-            Some(Failure::Protocol {
-                step: Step::Mail,
-                ..
-            })
-        ));
+        assert!(matches!(ending.failure, Some(Failure::Protocol { step: Step::Mail, .. })));
         assert_eq!(ending.decisive, Some(2));
     }
 
@@ -826,22 +685,13 @@ mod tests {
             timeouts: Timeouts::default(),
         };
         let ending = check_request(&request).unwrap_err();
-        assert!(matches!(
-            ending.failure,
-            Some(Failure::Protocol {
-                step: Step::Rcpt,
-                ..
-            })
-        ));
+        assert!(matches!(ending.failure, Some(Failure::Protocol { step: Step::Rcpt, .. })));
     }
 
     #[test]
     fn starttls_mode_kebab_case() {
         let mode: StartTls = serde_json::from_str("\"opportunistic\"").unwrap();
         assert_eq!(mode, StartTls::Opportunistic);
-        assert_eq!(
-            serde_json::to_string(&StartTls::Required).unwrap(),
-            "\"required\""
-        );
+        assert_eq!(serde_json::to_string(&StartTls::Required).unwrap(), "\"required\"");
     }
 }

@@ -78,10 +78,7 @@ mod tests {
 
     #[test]
     fn missing_final_line_ending_added() {
-        assert_eq!(
-            encode(b"Subject: x\r\n\r\nbody"),
-            b"Subject: x\r\n\r\nbody\r\n"
-        );
+        assert_eq!(encode(b"Subject: x\r\n\r\nbody"), b"Subject: x\r\n\r\nbody\r\n");
     }
 
     #[test]

@@ -71,20 +71,40 @@ pub enum Outcome {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Failure {
     /// No MX or address record could be found for the recipient domain.
-    Dns { detail: String },
+    Dns {
+        detail: String,
+    },
     /// The source IP could not be bound (not configured on this host).
-    Bind { source_ip: IpAddr, detail: String },
-    ConnectionRefused { detail: String },
+    Bind {
+        source_ip: IpAddr,
+        detail: String,
+    },
+    ConnectionRefused {
+        detail: String,
+    },
     /// No reply within the step's timeout.
-    TimedOut { step: Step, after_ms: u64 },
+    TimedOut {
+        step: Step,
+        after_ms: u64,
+    },
     /// STARTTLS was required, but the server did not offer it.
     StarttlsNotOffered,
-    Tls { detail: String },
+    Tls {
+        detail: String,
+    },
     /// The server closed the connection before the transaction ended.
-    ConnectionDropped { step: Step },
+    ConnectionDropped {
+        step: Step,
+    },
     /// The server sent something that is not an SMTP reply.
-    Protocol { step: Step, detail: String },
-    Io { step: Step, detail: String },
+    Protocol {
+        step: Step,
+        detail: String,
+    },
+    Io {
+        step: Step,
+        detail: String,
+    },
 }
 
 /// TLS parameters negotiated after STARTTLS.
@@ -151,9 +171,7 @@ impl std::fmt::Display for Failure {
             Failure::TimedOut { step, after_ms } => {
                 write!(f, "timed out after {after_ms} ms at the {step} step")
             }
-            Failure::StarttlsNotOffered => {
-                f.write_str("STARTTLS required, but the server did not offer it")
-            }
+            Failure::StarttlsNotOffered => f.write_str("STARTTLS required, but the server did not offer it"),
             Failure::Tls { detail } => write!(f, "TLS failed: {detail}"),
             Failure::ConnectionDropped { step } => {
                 write!(f, "the server closed the connection at the {step} step")

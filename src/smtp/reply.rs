@@ -18,16 +18,10 @@ pub enum ReplyError {
     TooShort { line: String },
     #[error("reply line {line:?} does not start with a three-digit reply code from 200 to 599")]
     InvalidCode { line: String },
-    #[error(
-        "reply line {line:?} has {found:?} after the reply code, not '-', ' ' or the end of the line"
-    )]
+    #[error("reply line {line:?} has {found:?} after the reply code, not '-', ' ' or the end of the line")]
     InvalidSeparator { line: String, found: char },
     #[error("reply line {line:?} carries code {found}, but the reply began with {expected}")]
-    MismatchedCode {
-        line: String,
-        expected: u16,
-        found: u16,
-    },
+    MismatchedCode { line: String, expected: u16, found: u16 },
     #[error("reply line {line:?} ends the reply, but more lines follow it")]
     EndBeforeLastLine { line: String },
     #[error("reply line {line:?} announces a continuation, but no line follows it")]
@@ -74,11 +68,7 @@ impl Reply {
             if let Some(expected) = expected
                 && code != expected
             {
-                return Err(ReplyError::MismatchedCode {
-                    line: line.clone(),
-                    expected,
-                    found: code,
-                });
+                return Err(ReplyError::MismatchedCode { line: line.clone(), expected, found: code });
             }
             expected = Some(code);
 
@@ -92,20 +82,13 @@ impl Reply {
                     return Err(ReplyError::EndBeforeLastLine { line: line.clone() });
                 }
                 (Some(found), _) => {
-                    return Err(ReplyError::InvalidSeparator {
-                        line: line.clone(),
-                        found,
-                    });
+                    return Err(ReplyError::InvalidSeparator { line: line.clone(), found });
                 }
             }
         }
 
         let enhanced = find_enhanced_code(line_text(&lines[0]));
-        Ok(Reply {
-            code: expected,
-            enhanced,
-            lines: lines.to_vec(),
-        })
+        Ok(Reply { code: expected, enhanced, lines: lines.to_vec() })
     }
 
     /// Parses a reply as a user pasted it or a log kept it, which never fails.
@@ -125,16 +108,10 @@ impl Reply {
         let lines = trim_trailing_blank_lines(lines);
 
         let code = lines.iter().rev().find_map(|line| text_code(line));
-        let enhanced = lines
-            .iter()
-            .filter(|line| text_code(line) == code)
-            .find_map(|line| find_enhanced_code(line_text(line)));
+        let enhanced =
+            lines.iter().filter(|line| text_code(line) == code).find_map(|line| find_enhanced_code(line_text(line)));
 
-        Reply {
-            code,
-            enhanced,
-            lines,
-        }
+        Reply { code, enhanced, lines }
     }
 
     /// Returns the human text of the reply: every line without its reply code
@@ -178,10 +155,7 @@ impl Reply {
     }
 
     pub fn is_positive(&self) -> bool {
-        matches!(
-            self.class(),
-            Some(ReplyClass::PositiveCompletion | ReplyClass::PositiveIntermediate)
-        )
+        matches!(self.class(), Some(ReplyClass::PositiveCompletion | ReplyClass::PositiveIntermediate))
     }
 
     pub fn is_transient(&self) -> bool {
@@ -197,13 +171,9 @@ impl Reply {
 fn wire_prefix(line: &str) -> Result<(u16, Option<char>), ReplyError> {
     let bytes = line.as_bytes();
     if bytes.len() < 3 {
-        return Err(ReplyError::TooShort {
-            line: line.to_owned(),
-        });
+        return Err(ReplyError::TooShort { line: line.to_owned() });
     }
-    let code = parse_code(&bytes[..3]).ok_or_else(|| ReplyError::InvalidCode {
-        line: line.to_owned(),
-    })?;
+    let code = parse_code(&bytes[..3]).ok_or_else(|| ReplyError::InvalidCode { line: line.to_owned() })?;
     let separator = line[3..].chars().next();
     Ok((code, separator))
 }
@@ -218,9 +188,7 @@ fn parse_code(digits: &[u8]) -> Option<u16> {
     if !(b'2'..=b'5').contains(&digits[0]) {
         return None;
     }
-    let value = digits
-        .iter()
-        .fold(0u16, |value, digit| value * 10 + u16::from(digit - b'0'));
+    let value = digits.iter().fold(0u16, |value, digit| value * 10 + u16::from(digit - b'0'));
     Some(value)
 }
 
@@ -257,9 +225,7 @@ fn find_enhanced_code(text: &str) -> Option<String> {
         return Some(code);
     }
 
-    let is_plain_word = first
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let is_plain_word = first.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if !is_plain_word {
         return None;
     }
@@ -279,8 +245,7 @@ fn enhanced_code(word: &str) -> Option<String> {
         return None;
     }
 
-    let is_number =
-        |part: &str| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
+    let is_number = |part: &str| (1..=3).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
     if !matches!(class, "2" | "4" | "5") || !is_number(subject) || !is_number(detail) {
         return None;
     }
@@ -297,10 +262,7 @@ fn enhanced_shaped_prefix(text: &str) -> Option<usize> {
     let parts: Vec<&str> = token.split('.').collect();
     let is_shaped = parts.len() == 3
         && parts.iter().all(|part| {
-            (1..=3).contains(&part.len())
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, 'x' | 'X' | '#'))
+            (1..=3).contains(&part.len()) && part.chars().all(|c| c.is_ascii_digit() || matches!(c, 'x' | 'X' | '#'))
         });
     if !is_shaped {
         return None;
@@ -356,23 +318,14 @@ mod tests {
         let error = wire(&["220-mx.example.com ESMTP", "521 5.7.1 blocked"]).unwrap_err();
         assert_eq!(
             error,
-            ReplyError::MismatchedCode {
-                line: "521 5.7.1 blocked".to_owned(),
-                expected: 220,
-                found: 521,
-            }
+            ReplyError::MismatchedCode { line: "521 5.7.1 blocked".to_owned(), expected: 220, found: 521 }
         );
     }
 
     #[test]
     fn wire_line_too_short() {
         let error = wire(&["25"]).unwrap_err();
-        assert_eq!(
-            error,
-            ReplyError::TooShort {
-                line: "25".to_owned()
-            }
-        );
+        assert_eq!(error, ReplyError::TooShort { line: "25".to_owned() });
     }
 
     #[test]
@@ -407,31 +360,19 @@ mod tests {
     #[test]
     fn wire_last_line_still_continued() {
         let error = wire(&["250-mx.example.com", "250-SIZE"]).unwrap_err();
-        assert!(
-            matches!(error, ReplyError::MissingLastLine { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, ReplyError::MissingLastLine { .. }), "{error:?}");
     }
 
     #[test]
     fn wire_end_marker_before_last_line() {
         let error = wire(&["250 mx.example.com", "250 SIZE"]).unwrap_err();
-        assert!(
-            matches!(error, ReplyError::EndBeforeLastLine { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, ReplyError::EndBeforeLastLine { .. }), "{error:?}");
     }
 
     #[test]
     fn wire_invalid_separator() {
         let error = wire(&["250/ok"]).unwrap_err();
-        assert_eq!(
-            error,
-            ReplyError::InvalidSeparator {
-                line: "250/ok".to_owned(),
-                found: '/',
-            }
-        );
+        assert_eq!(error, ReplyError::InvalidSeparator { line: "250/ok".to_owned(), found: '/' });
     }
 
     #[test]

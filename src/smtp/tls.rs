@@ -10,9 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::{
-    ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme,
-};
+use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::x509::X509Name;
 
@@ -52,11 +50,7 @@ pub fn client_config(policy: &TlsPolicy) -> Result<(Arc<ClientConfig>, VerifyRes
         .build()
         .map_err(|error| format!("building the certificate verifier failed: {error}"))?;
     let result = VerifyResult::default();
-    let verifier = RecordingVerifier {
-        webpki,
-        enforce: policy.verify,
-        result: result.clone(),
-    };
+    let verifier = RecordingVerifier { webpki, enforce: policy.verify, result: result.clone() };
 
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -69,8 +63,7 @@ pub fn client_config(policy: &TlsPolicy) -> Result<(Arc<ClientConfig>, VerifyRes
 
 /// Parses the name to send as SNI and to check the certificate against.
 pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
-    ServerName::try_from(name.to_owned())
-        .map_err(|error| format!("invalid TLS server name {name:?}: {error}"))
+    ServerName::try_from(name.to_owned()).map_err(|error| format!("invalid TLS server name {name:?}: {error}"))
 }
 
 /// Runs the webpki verification and stores its result. Handshake signatures
@@ -92,13 +85,7 @@ impl ServerCertVerifier for RecordingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verdict = self.webpki.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        );
+        let verdict = self.webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
         let recorded = verdict.as_ref().map(|_| ()).map_err(ToString::to_string);
         if let Ok(mut slot) = self.result.lock() {
             *slot = Some(recorded);
@@ -108,9 +95,7 @@ impl ServerCertVerifier for RecordingVerifier {
             Ok(verified) => Ok(verified),
             Err(error) if self.enforce => Err(error),
             Err(error) => {
-                tracing::debug!(
-                    "certificate not verified, continuing without verification: {error}"
-                );
+                tracing::debug!("certificate not verified, continuing without verification: {error}");
                 Ok(ServerCertVerified::assertion())
             }
         }
@@ -148,35 +133,22 @@ pub fn tls_info(connection: &rustls::ClientConnection, verify_result: &VerifyRes
         Some(other) => format!("{other:?}"),
         None => "unknown".to_owned(),
     };
-    let cipher = connection.negotiated_cipher_suite().map_or_else(
-        || "unknown".to_owned(),
-        |suite| format!("{:?}", suite.suite()),
-    );
+    let cipher = connection
+        .negotiated_cipher_suite()
+        .map_or_else(|| "unknown".to_owned(), |suite| format!("{:?}", suite.suite()));
 
     let peer = connection
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|certificate| x509_parser::parse_x509_certificate(certificate).ok());
     let (peer_subject, peer_issuer) = match &peer {
-        Some((_, certificate)) => (
-            Some(rfc4514(certificate.subject())),
-            Some(rfc4514(certificate.issuer())),
-        ),
+        Some((_, certificate)) => (Some(rfc4514(certificate.subject())), Some(rfc4514(certificate.issuer()))),
         None => (None, None),
     };
 
-    let verified = verify_result
-        .lock()
-        .map(|slot| matches!(*slot, Some(Ok(()))))
-        .unwrap_or(false);
+    let verified = verify_result.lock().map(|slot| matches!(*slot, Some(Ok(())))).unwrap_or(false);
 
-    TlsInfo {
-        version,
-        cipher,
-        peer_subject,
-        peer_issuer,
-        verified,
-    }
+    TlsInfo { version, cipher, peer_subject, peer_issuer, verified }
 }
 
 /// Formats a distinguished name as RFC 4514 does: the last RDN first, RDNs
@@ -190,8 +162,8 @@ pub fn rfc4514(name: &X509Name<'_>) -> String {
         let mut attributes = Vec::new();
         for attribute in rdn.iter() {
             let oid = attribute.attr_type();
-            let key = x509_parser::objects::oid2abbrev(oid, registry)
-                .map_or_else(|_| oid.to_id_string(), ToOwned::to_owned);
+            let key =
+                x509_parser::objects::oid2abbrev(oid, registry).map_or_else(|_| oid.to_id_string(), ToOwned::to_owned);
             let value = match attribute.as_str() {
                 Ok(text) => escape_value(text),
                 Err(_) => hex_value(attribute.attr_value()),
@@ -254,12 +226,8 @@ mod tests {
     fn name_printed_last_rdn_first() {
         let mut params = rcgen::CertificateParams::new(vec!["mx.test".to_owned()]).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "Example, Inc.");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "mx.test");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "mx.test");
         let key = rcgen::KeyPair::generate().unwrap();
         let certificate = params.self_signed(&key).unwrap();
 
@@ -269,15 +237,9 @@ mod tests {
 
     #[test]
     fn invalid_extra_root_named() {
-        let policy = TlsPolicy {
-            verify: true,
-            extra_roots: vec![CertificateDer::from(vec![1, 2, 3])],
-            server_name: None,
-        };
+        let policy =
+            TlsPolicy { verify: true, extra_roots: vec![CertificateDer::from(vec![1, 2, 3])], server_name: None };
         let error = client_config(&policy).unwrap_err();
-        assert!(
-            error.contains("extra CA certificate 1 is invalid"),
-            "{error}"
-        );
+        assert!(error.contains("extra CA certificate 1 is invalid"), "{error}");
     }
 }

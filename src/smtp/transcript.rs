@@ -23,22 +23,16 @@ pub const MASK: &str = "[masked]";
 /// that starts with none of these, and is not AUTH, is taken as a SASL
 /// response (RFC 4954 section 4) and masked whole.
 const PLAIN_COMMANDS: [&str; 16] = [
-    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP", "NOOP", "QUIT",
-    "STARTTLS", "ETRN", "ATRN", "TURN",
+    "EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "VRFY", "EXPN", "HELP", "NOOP", "QUIT", "STARTTLS", "ETRN",
+    "ATRN", "TURN",
 ];
 
 /// Renders a transaction as a transcript under `heading`.
 pub fn render(transaction: &Transaction, heading: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "=== {heading}");
-    let local = transaction
-        .local
-        .map_or_else(|| "unknown".to_owned(), |local| local.to_string());
-    let _ = writeln!(
-        out,
-        "=== server {} ({}), local address {local}",
-        transaction.server, transaction.mx_host
-    );
+    let local = transaction.local.map_or_else(|| "unknown".to_owned(), |local| local.to_string());
+    let _ = writeln!(out, "=== server {} ({}), local address {local}", transaction.server, transaction.mx_host);
 
     let mut in_tls = false;
     for exchange in &transaction.exchanges {
@@ -46,38 +40,20 @@ pub fn render(transaction: &Transaction, heading: &str) -> String {
     }
 
     if let Some(failure) = &transaction.failure {
-        event(
-            &mut out,
-            transaction.finished_at,
-            &format!("failed: {failure}"),
-        );
+        event(&mut out, transaction.finished_at, &format!("failed: {failure}"));
     }
-    event(
-        &mut out,
-        transaction.finished_at,
-        &outcome_line(transaction),
-    );
+    event(&mut out, transaction.finished_at, &outcome_line(transaction));
     out
 }
 
-fn render_exchange(
-    out: &mut String,
-    transaction: &Transaction,
-    exchange: &Exchange,
-    in_tls: &mut bool,
-) {
+fn render_exchange(out: &mut String, transaction: &Transaction, exchange: &Exchange, in_tls: &mut bool) {
     match exchange.step {
         Step::Connect => {
-            let target = format!(
-                "connecting to {} ({})",
-                transaction.server, transaction.mx_host
-            );
+            let target = format!("connecting to {} ({})", transaction.server, transaction.mx_host);
             event(out, exchange.sent_at, &target);
             if let Some(connected_at) = exchange.replied_at {
-                let local = transaction.local.map_or_else(
-                    || "an unknown local address".to_owned(),
-                    |local| local.to_string(),
-                );
+                let local =
+                    transaction.local.map_or_else(|| "an unknown local address".to_owned(), |local| local.to_string());
                 event(out, connected_at, &format!("connected from {local}"));
             }
             return;
@@ -85,26 +61,11 @@ fn render_exchange(
         Step::TlsHandshake => {
             event(out, exchange.sent_at, "starting TLS handshake");
             if let (Some(done_at), Some(tls)) = (exchange.replied_at, &transaction.tls) {
-                let verified = if tls.verified {
-                    "certificate verified"
-                } else {
-                    "certificate not verified"
-                };
-                event(
-                    out,
-                    done_at,
-                    &format!(
-                        "TLS established: {}, {}, {verified}",
-                        tls.version, tls.cipher
-                    ),
-                );
+                let verified = if tls.verified { "certificate verified" } else { "certificate not verified" };
+                event(out, done_at, &format!("TLS established: {}, {}, {verified}", tls.version, tls.cipher));
                 let subject = tls.peer_subject.as_deref().unwrap_or("unknown");
                 let issuer = tls.peer_issuer.as_deref().unwrap_or("unknown");
-                event(
-                    out,
-                    done_at,
-                    &format!("peer certificate subject {subject}, issuer {issuer}"),
-                );
+                event(out, done_at, &format!("peer certificate subject {subject}, issuer {issuer}"));
                 *in_tls = true;
             }
             return;
@@ -112,19 +73,10 @@ fn render_exchange(
         _ => {}
     }
 
-    let (sent, received) = if *in_tls {
-        (" ~>", "<~ ")
-    } else {
-        (" ->", "<- ")
-    };
+    let (sent, received) = if *in_tls { (" ~>", "<~ ") } else { (" ->", "<- ") };
     if exchange.step == Step::EndOfData {
         let size = exchange.size.unwrap_or(0);
-        line(
-            out,
-            exchange.sent_at,
-            sent,
-            &format!("<message content, {size} bytes>"),
-        );
+        line(out, exchange.sent_at, sent, &format!("<message content, {size} bytes>"));
     }
     if let Some(command) = &exchange.command {
         line(out, exchange.sent_at, sent, command);
@@ -150,9 +102,7 @@ fn outcome_line(transaction: &Transaction) -> String {
 
     match decisive {
         Some((step, reply)) => {
-            let code = reply
-                .code
-                .map_or_else(|| "without code".to_owned(), |code| code.to_string());
+            let code = reply.code.map_or_else(|| "without code".to_owned(), |code| code.to_string());
             format!("outcome: {outcome}, decided by the {code} reply at the {step} step")
         }
         None => format!("outcome: {outcome}"),
@@ -164,11 +114,7 @@ fn event(out: &mut String, at: DateTime<Utc>, text: &str) {
 }
 
 fn line(out: &mut String, at: DateTime<Utc>, marker: &str, text: &str) {
-    let _ = writeln!(
-        out,
-        "{} {marker} {text}",
-        at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
-    );
+    let _ = writeln!(out, "{} {marker} {text}", at.format("%Y-%m-%dT%H:%M:%S%.3fZ"));
 }
 
 /// Masks the secrets a client command line can carry: the initial response
@@ -189,16 +135,8 @@ pub fn mask_command(line: &str) -> String {
         };
     }
 
-    let is_plain = line == "."
-        || line == "*"
-        || PLAIN_COMMANDS
-            .iter()
-            .any(|known| verb.eq_ignore_ascii_case(known));
-    if is_plain {
-        line.to_owned()
-    } else {
-        MASK.to_owned()
-    }
+    let is_plain = line == "." || line == "*" || PLAIN_COMMANDS.iter().any(|known| verb.eq_ignore_ascii_case(known));
+    if is_plain { line.to_owned() } else { MASK.to_owned() }
 }
 
 #[cfg(test)]
@@ -208,18 +146,12 @@ mod tests {
 
     #[test]
     fn mask_auth_plain_response() {
-        assert_eq!(
-            mask_command("AUTH PLAIN AHVzZXIAc2VjcmV0"),
-            "AUTH PLAIN [masked]"
-        );
+        assert_eq!(mask_command("AUTH PLAIN AHVzZXIAc2VjcmV0"), "AUTH PLAIN [masked]");
     }
 
     #[test]
     fn mask_auth_lower_case() {
-        assert_eq!(
-            mask_command("auth plain AHVzZXIAc2VjcmV0"),
-            "auth plain [masked]"
-        );
+        assert_eq!(mask_command("auth plain AHVzZXIAc2VjcmV0"), "auth plain [masked]");
     }
 
     #[test]
@@ -235,9 +167,7 @@ mod tests {
     #[test]
     fn mask_xoauth2_token() {
         assert_eq!(
-            mask_command(
-                "AUTH XOAUTH2 dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDQAAQ=="
-            ),
+            mask_command("AUTH XOAUTH2 dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDQAAQ=="),
             "AUTH XOAUTH2 [masked]"
         );
     }
@@ -272,15 +202,8 @@ mod tests {
     }
 
     fn exchange(step: Step, command: Option<&str>, lines: &[&str], ms: i64) -> Exchange {
-        let reply = (!lines.is_empty()).then(|| {
-            Reply::parse_lines(
-                &lines
-                    .iter()
-                    .map(|line| (*line).to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap()
-        });
+        let reply = (!lines.is_empty())
+            .then(|| Reply::parse_lines(&lines.iter().map(|line| (*line).to_owned()).collect::<Vec<_>>()).unwrap());
         Exchange {
             step,
             command: command.map(ToOwned::to_owned),
@@ -308,26 +231,11 @@ mod tests {
             exchanges: vec![
                 connect,
                 exchange(Step::Greeting, None, &["220 mx.example.com ESMTP"], 2),
-                exchange(
-                    Step::Ehlo,
-                    Some("EHLO mta10.example.com"),
-                    &["250-mx.example.com", "250 STARTTLS"],
-                    10,
-                ),
+                exchange(Step::Ehlo, Some("EHLO mta10.example.com"), &["250-mx.example.com", "250 STARTTLS"], 10),
                 exchange(Step::Starttls, Some("STARTTLS"), &["220 go ahead"], 20),
                 handshake,
-                exchange(
-                    Step::Ehlo,
-                    Some("EHLO mta10.example.com"),
-                    &["250 mx.example.com"],
-                    50,
-                ),
-                exchange(
-                    Step::Mail,
-                    Some("MAIL FROM:<b@example.com>"),
-                    &["250 ok"],
-                    60,
-                ),
+                exchange(Step::Ehlo, Some("EHLO mta10.example.com"), &["250 mx.example.com"], 50),
+                exchange(Step::Mail, Some("MAIL FROM:<b@example.com>"), &["250 ok"], 60),
                 exchange(Step::Rcpt, Some("RCPT TO:<s@example.org>"), &["250 ok"], 65),
                 exchange(Step::Data, Some("DATA"), &["354 go on"], 70),
                 end,
@@ -388,10 +296,7 @@ mod tests {
         transaction.tls = None;
         transaction.outcome = Outcome::Failed;
         transaction.decisive = None;
-        transaction.failure = Some(Failure::TimedOut {
-            step: Step::Ehlo,
-            after_ms: 300,
-        });
+        transaction.failure = Some(Failure::TimedOut { step: Step::Ehlo, after_ms: 300 });
 
         let text = render(&transaction, "h");
         assert!(

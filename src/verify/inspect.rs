@@ -35,7 +35,8 @@ pub struct Inspection {
     pub verdicts: Option<CopyVerdicts>,
 }
 
-const AUTH_HEADERS: [&str; 4] = ["Authentication-Results", "ARC-Authentication-Results", "Authentication-Results-Original", "Received-SPF"];
+const AUTH_HEADERS: [&str; 4] =
+    ["Authentication-Results", "ARC-Authentication-Results", "Authentication-Results-Original", "Received-SPF"];
 
 /// Parses a saved message and, when an authenticator is given, verifies it.
 pub async fn inspect(
@@ -45,7 +46,12 @@ pub async fn inspect(
     trusted: &TrustedIds,
 ) -> Inspection {
     let headers = crate::auth::parse_message_headers(message);
-    let first = |name: &str| headers.iter().find(|(field, _)| field.eq_ignore_ascii_case(name)).map(|(_, value)| crate::auth::unfold(value).trim().to_string());
+    let first = |name: &str| {
+        headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| crate::auth::unfold(value).trim().to_string())
+    };
 
     let authentication_headers = headers
         .iter()
@@ -68,7 +74,13 @@ pub async fn inspect(
                 Ok(parsed) => (Some(parsed), None),
                 Err(error) => (None, Some(error.to_string())),
             };
-            ParsedHeader { index, name: name.clone(), raw: crate::auth::unfold(value).trim().to_string(), parsed, error }
+            ParsedHeader {
+                index,
+                name: name.clone(),
+                raw: crate::auth::unfold(value).trim().to_string(),
+                parsed,
+                error,
+            }
         })
         .collect();
 
@@ -123,20 +135,31 @@ pub fn render(inspection: &Inspection) -> String {
                     parsed.instance.map(|instance| format!(" i={instance}")).unwrap_or_default()
                 );
                 for result in &parsed.results {
-                    let props: Vec<String> = result.props.iter().map(|property| format!("{}={}", property.key(), property.value)).collect();
+                    let props: Vec<String> =
+                        result.props.iter().map(|property| format!("{}={}", property.key(), property.value)).collect();
                     let _ = writeln!(
                         out,
                         "      {}={}{}{}{}",
                         result.method,
                         result.result,
-                        result.normalized.as_ref().map(|normalized| format!(" (means {normalized})")).unwrap_or_default(),
+                        result
+                            .normalized
+                            .as_ref()
+                            .map(|normalized| format!(" (means {normalized})"))
+                            .unwrap_or_default(),
                         if props.is_empty() { String::new() } else { format!(" {}", props.join(" ")) },
                         result.comment.as_ref().map(|comment| format!(" ({comment})")).unwrap_or_default()
                     );
                 }
             }
             None => {
-                let _ = writeln!(out, "  [{}] {}: not parsed: {}", header.index, header.name, header.error.as_deref().unwrap_or("unknown error"));
+                let _ = writeln!(
+                    out,
+                    "  [{}] {}: not parsed: {}",
+                    header.index,
+                    header.name,
+                    header.error.as_deref().unwrap_or("unknown error")
+                );
             }
         }
     }
@@ -169,7 +192,9 @@ pub fn render(inspection: &Inspection) -> String {
                 hop.by,
                 hop.client_ip.map_or_else(|| "an unknown client".to_string(), |ip| ip.to_string()),
                 if hop.tls { "yes" } else { "no" },
-                hop.delay_after_date_seconds.map(|delay| format!(", {delay} s after the Date header")).unwrap_or_default()
+                hop.delay_after_date_seconds
+                    .map(|delay| format!(", {delay} s after the Date header"))
+                    .unwrap_or_default()
             );
         }
         for sentence in &verdicts.disagreements {

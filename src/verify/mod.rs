@@ -7,10 +7,10 @@ pub mod inspect;
 
 use std::net::IpAddr;
 
-use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult};
-use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::common::verify::VerifySignature;
+use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{AuthenticatedMessage, MessageAuthenticator};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::received::Hop;
@@ -142,7 +142,8 @@ pub async fn verify_copy(
 
 fn receiver_method(result: &crate::auth::results::MethodResult) -> MethodVerdict {
     let method = result.method.split('/').next().unwrap_or(&result.method).to_string();
-    let property = |key: &str| result.props.iter().find(|property| property.key() == key).map(|property| property.value.clone());
+    let property =
+        |key: &str| result.props.iter().find(|property| property.key() == key).map(|property| property.value.clone());
     let (domain, selector) = match method.as_str() {
         "dkim" => (property("header.d").or_else(|| property("header.i")), property("header.s")),
         "spf" => (property("smtp.mailfrom").or_else(|| property("smtp.helo")), None),
@@ -170,7 +171,7 @@ async fn own_checks(
         .iter()
         .map(|output| {
             let signature = output.signature();
-            let (result, detail) = dkim_keyword(output.result());
+            let (result, detail) = crate::auth::keywords::dkim(output.result());
             MethodVerdict {
                 method: "dkim".into(),
                 result: result.into(),
@@ -185,11 +186,16 @@ async fn own_checks(
     let (spf, spf_output) = match client_ip {
         Some(ip) => {
             let output = authenticator
-                .verify_spf(SpfParameters::verify_mail_from(ip, envelope.helo, "mailcanary.invalid", envelope.mail_from))
+                .verify_spf(SpfParameters::verify_mail_from(
+                    ip,
+                    envelope.helo,
+                    "mailcanary.invalid",
+                    envelope.mail_from,
+                ))
                 .await;
             let verdict = MethodVerdict {
                 method: "spf".into(),
-                result: spf_keyword(output.result()).into(),
+                result: crate::auth::keywords::spf(output.result()).into(),
                 domain: Some(mail_from_domain.clone()),
                 selector: None,
                 detail: Some(format!("evaluated for {ip}")),
@@ -213,7 +219,7 @@ async fn own_checks(
             let output = authenticator
                 .verify_dmarc(DmarcParameters::new(&parsed, &dkim_outputs, &mail_from_domain, spf_output))
                 .await;
-            let result = dmarc_keyword(&output.result());
+            let result = crate::auth::keywords::dmarc(&output.result());
             MethodVerdict {
                 method: "dmarc".into(),
                 result: result.into(),
@@ -221,8 +227,8 @@ async fn own_checks(
                 selector: None,
                 detail: Some(format!(
                     "spf alignment {}, dkim alignment {}",
-                    dmarc_keyword(output.spf_result()),
-                    dmarc_keyword(output.dkim_result())
+                    crate::auth::keywords::dmarc(output.spf_result()),
+                    crate::auth::keywords::dmarc(output.dkim_result())
                 )),
             }
         }
@@ -236,49 +242,12 @@ async fn own_checks(
     };
     let arc = if !parsed.as_headers.is_empty() || !parsed.ams_headers.is_empty() {
         let output = authenticator.verify_arc(&parsed).await;
-        let (result, detail) = dkim_keyword(output.result());
+        let (result, detail) = crate::auth::keywords::dkim(output.result());
         Some(MethodVerdict { method: "arc".into(), result: result.into(), domain: None, selector: None, detail })
     } else {
         None
     };
     Some(OwnVerdicts { dkim, spf, dmarc, arc })
-}
-
-fn dkim_keyword(result: &DkimResult) -> (&'static str, Option<String>) {
-    match result {
-        DkimResult::Pass => ("pass", None),
-        // mail-auth 0.13 reports a body hash mismatch as neutral; RFC 6376
-        // section 6.3 makes it a permanent failure, which receivers write as
-        // dkim=fail.
-        DkimResult::Neutral(error @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch)) => ("fail", Some(error.to_string())),
-        DkimResult::Neutral(error) => ("neutral", Some(error.to_string())),
-        DkimResult::Fail(error) => ("fail", Some(error.to_string())),
-        DkimResult::PermError(error) => ("permerror", Some(error.to_string())),
-        DkimResult::TempError(error) => ("temperror", Some(error.to_string())),
-        DkimResult::None => ("none", None),
-    }
-}
-
-fn spf_keyword(result: SpfResult) -> &'static str {
-    match result {
-        SpfResult::Pass => "pass",
-        SpfResult::Fail => "fail",
-        SpfResult::SoftFail => "softfail",
-        SpfResult::Neutral => "neutral",
-        SpfResult::TempError => "temperror",
-        SpfResult::PermError => "permerror",
-        SpfResult::None => "none",
-    }
-}
-
-fn dmarc_keyword(result: &DmarcResult) -> &'static str {
-    match result {
-        DmarcResult::Pass => "pass",
-        DmarcResult::Fail(_) => "fail",
-        DmarcResult::TempError(_) => "temperror",
-        DmarcResult::PermError(_) => "permerror",
-        DmarcResult::None => "none",
-    }
 }
 
 /// Explains, in the field's words, each method on which the receiver and
@@ -293,21 +262,29 @@ fn explain_disagreements(verdicts: &CopyVerdicts, source_ip: Option<IpAddr>) -> 
     let (Some(_), Some(own)) = (&verdicts.receiver, &verdicts.own) else { return explanations };
 
     for method in ["spf", "dkim", "dmarc"] {
-        let (Some(theirs), Some(ours)) = (verdicts.receiver_result(method), verdicts.own_result(method)) else { continue };
+        let (Some(theirs), Some(ours)) = (verdicts.receiver_result(method), verdicts.own_result(method)) else {
+            continue;
+        };
         if theirs == ours || (theirs != "pass" && ours != "pass") {
             continue;
         }
         let sentence = match (method, theirs == "pass") {
             ("dkim", false) => {
-                let body_hash = own
-                    .dkim
-                    .iter()
-                    .chain(verdicts.receiver.iter().flat_map(|receiver| receiver.methods.iter()))
-                    .any(|verdict| verdict.detail.as_deref().is_some_and(|detail| detail.to_ascii_lowercase().contains("body hash")));
+                let body_hash =
+                    own.dkim.iter().chain(verdicts.receiver.iter().flat_map(|receiver| receiver.methods.iter())).any(
+                        |verdict| {
+                            verdict
+                                .detail
+                                .as_deref()
+                                .is_some_and(|detail| detail.to_ascii_lowercase().contains("body hash"))
+                        },
+                    );
                 if body_hash {
                     "dkim=fail at the receiver and a body hash mismatch: the message was altered in transit (a footer, a rewritten link or a re-encoding)".to_string()
                 } else {
-                    format!("dkim={theirs} at the receiver but dkim=pass on our check of the delivered copy: the receiver saw other DNS (a rotated or unpublished key, a stale cache) or a different copy")
+                    format!(
+                        "dkim={theirs} at the receiver but dkim=pass on our check of the delivered copy: the receiver saw other DNS (a rotated or unpublished key, a stale cache) or a different copy"
+                    )
                 }
             }
             ("spf", false) => {
@@ -316,14 +293,26 @@ fn explain_disagreements(verdicts: &CopyVerdicts, source_ip: Option<IpAddr>) -> 
                     (Some(seen), Some(bound)) if seen != bound => format!(
                         "spf={theirs} at the receiver, which saw the connection from {seen}, not the path's source IP {bound}: NAT or a relay stands between, so authorise that address or fix the egress"
                     ),
-                    _ => format!("spf={theirs} at the receiver but pass on our check: the receiver sees other SPF records (check for a stale record or a second SPF record)"),
+                    _ => format!(
+                        "spf={theirs} at the receiver but pass on our check: the receiver sees other SPF records (check for a stale record or a second SPF record)"
+                    ),
                 }
             }
-            ("dmarc", false) => format!("dmarc={theirs} at the receiver but pass on our check: the receiver found no aligned pass (see its spf and dkim results)"),
-            ("dkim", true) if own.dkim.iter().any(|verdict| verdict.detail.as_deref().is_some_and(|detail| detail.to_ascii_lowercase().contains("body hash"))) => {
-                format!("dkim=pass at the receiver but {ours} on our check with a body hash mismatch: this copy was changed after delivery (edited, re-encoded or re-saved by a mail client or tool)")
+            ("dmarc", false) => format!(
+                "dmarc={theirs} at the receiver but pass on our check: the receiver found no aligned pass (see its spf and dkim results)"
+            ),
+            ("dkim", true)
+                if own.dkim.iter().any(|verdict| {
+                    verdict.detail.as_deref().is_some_and(|detail| detail.to_ascii_lowercase().contains("body hash"))
+                }) =>
+            {
+                format!(
+                    "dkim=pass at the receiver but {ours} on our check with a body hash mismatch: this copy was changed after delivery (edited, re-encoded or re-saved by a mail client or tool)"
+                )
             }
-            (_, _) => format!("{method}=pass at the receiver but {ours} on our check: the records changed since delivery, or our resolver sees other answers"),
+            (_, _) => format!(
+                "{method}=pass at the receiver but {ours} on our check: the records changed since delivery, or our resolver sees other answers"
+            ),
         };
         explanations.push(sentence);
     }

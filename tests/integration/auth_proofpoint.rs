@@ -22,14 +22,9 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/proofpoint-headers.toml"
-    );
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
-    let fixture: Fixture =
-        toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/proofpoint-headers.toml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+    let fixture: Fixture = toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
     fixture.header
 }
 
@@ -61,23 +56,13 @@ fn actual(case: &Case) -> toml::Table {
             let details = found.spam_details.expect("spam details parsed");
             put("rule", text(details.rule.as_ref()));
             put("policy", text(details.policy.as_ref()));
-            put(
-                "score",
-                details.score.map(|score| Value::Integer(i64::from(score))),
-            );
+            put("score", details.score.map(|score| Value::Integer(i64::from(score))));
             let not_computed = details.not_computed();
             if !not_computed.is_empty() {
-                let names = not_computed
-                    .iter()
-                    .map(|name| Value::String(name.to_string()))
-                    .collect();
+                let names = not_computed.iter().map(|name| Value::String(name.to_string())).collect();
                 put("not_computed", Some(Value::Array(names)));
             }
-            let fields = details
-                .fields
-                .iter()
-                .map(|(key, value)| (key.clone(), field_to_toml(value)))
-                .collect();
+            let fields = details.fields.iter().map(|(key, value)| (key.clone(), field_to_toml(value))).collect();
             put("fields", Some(Value::Table(fields)));
         }
         "x-proofpoint-virus-version" => {
@@ -91,18 +76,12 @@ fn actual(case: &Case) -> toml::Table {
         "x-proofpoint-spf-record" => put("spf_record", text(found.spf_record.as_ref())),
         "x-proofpoint-guid" => put("guid", text(found.guid.as_ref())),
         "x-proofpoint-orig-guid" => put("guid", text(found.orig_guid.as_ref())),
-        "x-proofpoint-unrewurl" => put(
-            "unrewritten_urls",
-            found
-                .unrewritten_urls
-                .map(|count| Value::Integer(i64::from(count))),
-        ),
+        "x-proofpoint-unrewurl" => {
+            put("unrewritten_urls", found.unrewritten_urls.map(|count| Value::Integer(i64::from(count))))
+        }
         "received" => {
             let hop = found.hops.first().expect("a Proofpoint hop");
-            put(
-                "proofpoint_hop",
-                Some(Value::String(hop.kind.as_str().to_string())),
-            );
+            put("proofpoint_hop", Some(Value::String(hop.kind.as_str().to_string())));
             put("from", text(hop.received.from.as_ref()));
             put("by", text(hop.received.by.as_ref()));
         }
@@ -122,27 +101,15 @@ fn every_case_matches_its_expectation() {
         for (key, expected) in &case.expect {
             let got = actual.get(key);
             if got != Some(expected) {
-                failures.push(format!(
-                    "{} {key}: expected {expected}, got {got:?}",
-                    case.id
-                ));
+                failures.push(format!("{} {key}: expected {expected}, got {got:?}", case.id));
             }
         }
         for key in actual.keys().filter(|key| !case.expect.contains_key(*key)) {
-            failures.push(format!(
-                "{} {key}: not expected, got {}",
-                case.id, actual[key]
-            ));
+            failures.push(format!("{} {key}: not expected, got {}", case.id, actual[key]));
         }
     }
 
-    assert!(
-        failures.is_empty(),
-        "{} differences in {} cases:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} differences in {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]
@@ -163,14 +130,8 @@ fn older_virus_version_continues_after_comma() {
         "vendor=fsecure engine=2.50.10434:6.0.235, 18.0.687\r\n definitions=2020-09-04_05:2020-09-04,\r\n 2020-09-04 signatures=0".to_string(),
     )];
     let version = parse_proofpoint_headers(&headers).virus_version.unwrap();
-    assert_eq!(
-        version.engine.as_deref(),
-        Some("2.50.10434:6.0.235, 18.0.687")
-    );
-    assert_eq!(
-        version.definitions.as_deref(),
-        Some("2020-09-04_05:2020-09-04, 2020-09-04")
-    );
+    assert_eq!(version.engine.as_deref(), Some("2.50.10434:6.0.235, 18.0.687"));
+    assert_eq!(version.definitions.as_deref(), Some("2020-09-04_05:2020-09-04, 2020-09-04"));
     assert_eq!(version.signatures.as_deref(), Some("0"));
 }
 
@@ -183,10 +144,7 @@ fn spam_reason_and_top_most_instance() {
     ];
     let found = parse_proofpoint_headers(&headers);
     assert_eq!(found.spam_reason.as_deref(), Some("safe"));
-    assert_eq!(
-        found.other,
-        [("X-Proofpoint-Spam-Bulk".to_string(), "0".to_string())]
-    );
+    assert_eq!(found.other, [("X-Proofpoint-Spam-Bulk".to_string(), "0".to_string())]);
 }
 
 #[test]
@@ -199,9 +157,7 @@ fn full_proofpoint_chain_has_each_hop_kind() {
     ];
     let kinds: Vec<&str> = chain
         .iter()
-        .map(|value| {
-            proofpoint_hop_kind(&parse_received(value)).map_or("none", |kind| kind.as_str())
-        })
+        .map(|value| proofpoint_hop_kind(&parse_received(value)).map_or("none", |kind| kind.as_str()))
         .collect();
     assert_eq!(kinds, ["outbound", "reinject", "filter", "inbound"]);
 }

@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use mailcanary::auth::{
-    AuthenticationResults, MethodResult, parse_authentication_results, parse_received_spf,
-};
+use mailcanary::auth::{AuthenticationResults, MethodResult, parse_authentication_results, parse_received_spf};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -46,14 +44,9 @@ struct ExpectedResult {
 }
 
 fn cases() -> Vec<Case> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/auth-results.toml"
-    );
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
-    let fixture: Fixture =
-        toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/auth-results.toml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+    let fixture: Fixture = toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
     fixture.header
 }
 
@@ -84,45 +77,21 @@ fn compare_result(
 ) {
     let mut check = |field: &str, expected: Option<&str>, actual: Option<&str>| {
         if expected != actual {
-            failures.push(format!(
-                "{id} result {position} {field}: expected {expected:?}, got {actual:?}"
-            ));
+            failures.push(format!("{id} result {position} {field}: expected {expected:?}, got {actual:?}"));
         }
     };
     check("method", Some(&expected.method), Some(&actual.method));
     check("result", Some(&expected.result), Some(&actual.result));
-    check(
-        "reason",
-        expected.reason.as_deref(),
-        actual.reason.as_deref(),
-    );
-    check(
-        "comment",
-        expected.comment.as_deref(),
-        actual.comment.as_deref(),
-    );
-    check(
-        "normalized",
-        expected.normalized.as_deref(),
-        actual.normalized.as_deref(),
-    );
+    check("reason", expected.reason.as_deref(), actual.reason.as_deref());
+    check("comment", expected.comment.as_deref(), actual.comment.as_deref());
+    check("normalized", expected.normalized.as_deref(), actual.normalized.as_deref());
 
-    let props: BTreeMap<String, String> = actual
-        .props
-        .iter()
-        .map(|prop| (prop.key(), prop.value.clone()))
-        .collect();
+    let props: BTreeMap<String, String> = actual.props.iter().map(|prop| (prop.key(), prop.value.clone())).collect();
     if props.len() != actual.props.len() {
-        failures.push(format!(
-            "{id} result {position} props: a key appears twice in {:?}",
-            actual.props
-        ));
+        failures.push(format!("{id} result {position} props: a key appears twice in {:?}", actual.props));
     }
     if props != expected.props {
-        failures.push(format!(
-            "{id} result {position} props: expected {:?}, got {props:?}",
-            expected.props
-        ));
+        failures.push(format!("{id} result {position} props: expected {:?}, got {props:?}", expected.props));
     }
 }
 
@@ -149,23 +118,13 @@ fn every_case_matches_its_expectation() {
             ));
         }
         if parsed.instance != expect.instance {
-            failures.push(format!(
-                "{} instance: expected {:?}, got {:?}",
-                case.id, expect.instance, parsed.instance
-            ));
+            failures.push(format!("{} instance: expected {:?}, got {:?}", case.id, expect.instance, parsed.instance));
         }
         if parsed.version != expect.version {
-            failures.push(format!(
-                "{} version: expected {:?}, got {:?}",
-                case.id, expect.version, parsed.version
-            ));
+            failures.push(format!("{} version: expected {:?}, got {:?}", case.id, expect.version, parsed.version));
         }
         if parsed.results.len() != expect.result.len() {
-            let methods: Vec<&str> = parsed
-                .results
-                .iter()
-                .map(|result| result.method.as_str())
-                .collect();
+            let methods: Vec<&str> = parsed.results.iter().map(|result| result.method.as_str()).collect();
             failures.push(format!(
                 "{} results: expected {}, got {} {methods:?}",
                 case.id,
@@ -174,19 +133,12 @@ fn every_case_matches_its_expectation() {
             ));
             continue;
         }
-        for (position, (expected, actual)) in expect.result.iter().zip(&parsed.results).enumerate()
-        {
+        for (position, (expected, actual)) in expect.result.iter().zip(&parsed.results).enumerate() {
             compare_result(&case.id, position, expected, actual, &mut failures);
         }
     }
 
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
 #[test]
@@ -198,20 +150,14 @@ fn none_form_sets_the_flag() {
 
 #[test]
 fn microsoft_tokens_between_results_are_kept_as_ignored() {
-    let case = cases()
-        .into_iter()
-        .find(|case| case.id == "A3")
-        .expect("case A3");
+    let case = cases().into_iter().find(|case| case.id == "A3").expect("case A3");
     let parsed = parse_authentication_results(&case.raw).unwrap();
     assert_eq!(parsed.ignored, ["outlook.com", "outlook.com"]);
 }
 
 #[test]
 fn normalized_result_is_the_effective_one() {
-    let case = cases()
-        .into_iter()
-        .find(|case| case.id == "A15")
-        .expect("case A15");
+    let case = cases().into_iter().find(|case| case.id == "A15").expect("case A15");
     let parsed = parse_authentication_results(&case.raw).unwrap();
     let dmarc = parsed.method("dmarc").next().expect("a dmarc result");
     assert_eq!(dmarc.effective_result(), "pass");

@@ -21,10 +21,8 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mta-logs.toml");
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
-    let fixture: Fixture =
-        toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+    let fixture: Fixture = toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
     fixture.line
 }
 
@@ -42,16 +40,11 @@ fn every_log_line_parses_to_expected_fields() {
 
         let mut problems = Vec::new();
         if actual["format"] != serde_json::Value::String(case.format.clone()) {
-            problems.push(format!(
-                "format: expected {}, got {}",
-                case.format, actual["format"]
-            ));
+            problems.push(format!("format: expected {}, got {}", case.format, actual["format"]));
         }
         for key in case.expect.keys() {
             if !actual.contains_key(key) {
-                problems.push(format!(
-                    "{key}: expected in the fixture, but LogLine has no such field"
-                ));
+                problems.push(format!("{key}: expected in the fixture, but LogLine has no such field"));
             }
         }
         for (key, value) in actual {
@@ -59,9 +52,7 @@ fn every_log_line_parses_to_expected_fields() {
                 continue;
             }
             let expected = match case.expect.get(key) {
-                Some(expected) => {
-                    serde_json::to_value(expected).expect("a TOML value converts to JSON")
-                }
+                Some(expected) => serde_json::to_value(expected).expect("a TOML value converts to JSON"),
                 None if key == "internal" => serde_json::Value::Bool(false),
                 None => serde_json::Value::Null,
             };
@@ -73,11 +64,7 @@ fn every_log_line_parses_to_expected_fields() {
             wrong.push(format!("{}:\n    {}", case.id, problems.join("\n    ")));
         }
     }
-    println!(
-        "mta-logs.toml: {} of {} lines fully right",
-        cases.len() - wrong.len(),
-        cases.len()
-    );
+    println!("mta-logs.toml: {} of {} lines fully right", cases.len() - wrong.len(), cases.len());
     assert!(wrong.is_empty(), "wrong log lines:\n{}", wrong.join("\n"));
 }
 
@@ -95,10 +82,7 @@ fn explain_reads_a_postfix_status_line() {
 fn explain_reads_a_postfix_said_line() {
     let raw = "postfix/smtp[1266]: E583AAA03CC: host mta5.am0.yahoodns.net[198.51.100.110] said: 421 4.7.0 [TSS04] Messages from 198.51.100.80 temporarily deferred due to user complaints - 4.16.55.1; see https://help.yahoo.com/kb/postmaster/SLN3434.html (in reply to MAIL FROM command)";
     let (unwrapped, classification) = explain(raw, None, Rules::builtin());
-    assert_eq!(
-        unwrapped.stage.map(|stage| stage.to_string()).as_deref(),
-        Some("mail")
-    );
+    assert_eq!(unwrapped.stage.map(|stage| stage.to_string()).as_deref(), Some("mail"));
     assert_eq!(classification.provider.as_str(), "yahoo");
     assert_eq!(classification.reason.as_str(), "ip-reputation");
     assert_eq!(classification.ip, Some("198.51.100.80".parse().unwrap()));
@@ -109,13 +93,7 @@ fn explain_keeps_kumomta_code_for_internal_reply() {
     let raw = r#"{"type": "TransientFailure", "response": {"code": 400, "content": "KumoMTA internal: error in deliver_message: IO error: …"}}"#;
     let (unwrapped, classification) = explain(raw, None, Rules::builtin());
     assert_eq!(unwrapped.reply.code, Some(400));
-    assert_eq!(
-        classification
-            .outcome
-            .map(|outcome| format!("{outcome:?}"))
-            .as_deref(),
-        Some("Deferred")
-    );
+    assert_eq!(classification.outcome.map(|outcome| format!("{outcome:?}")).as_deref(), Some("Deferred"));
 }
 
 #[test]

@@ -39,18 +39,13 @@ struct Expected {
 
 fn load(name: &str) -> Vec<Case> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
-    let fixture: Fixture =
-        toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+    let fixture: Fixture = toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
     fixture.reply
 }
 
 fn serde_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    serde_json::to_value(value).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Lists every field that differs, as `field: expected X, got Y`. Fields
@@ -62,57 +57,22 @@ fn differences(expected: &Expected, actual: &Classification, skip: &[&str]) -> V
             wrong.push(format!("{field}: expected {expected}, got {actual}"));
         }
     };
-    let outcome = actual
-        .outcome
-        .as_ref()
-        .map(serde_name)
-        .unwrap_or_else(|| "none".to_owned());
+    let outcome = actual.outcome.as_ref().map(serde_name).unwrap_or_else(|| "none".to_owned());
     compare("outcome", expected.outcome.clone(), outcome);
-    compare(
-        "code",
-        format!("{:?}", expected.code),
-        format!("{:?}", actual.code),
-    );
-    compare(
-        "enhanced",
-        format!("{:?}", expected.enhanced),
-        format!("{:?}", actual.enhanced),
-    );
-    compare(
-        "provider",
-        expected.provider.clone(),
-        serde_name(&actual.provider),
-    );
-    compare(
-        "reason",
-        expected.reason.clone(),
-        serde_name(&actual.reason),
-    );
-    compare(
-        "ip",
-        format!("{:?}", expected.ip),
-        format!("{:?}", actual.ip),
-    );
-    compare(
-        "lookup_url",
-        format!("{:?}", expected.lookup_url),
-        format!("{:?}", actual.lookup_url),
-    );
-    for problem in wrong
-        .iter_mut()
-        .filter(|problem| problem.starts_with("reason:"))
-    {
+    compare("code", format!("{:?}", expected.code), format!("{:?}", actual.code));
+    compare("enhanced", format!("{:?}", expected.enhanced), format!("{:?}", actual.enhanced));
+    compare("provider", expected.provider.clone(), serde_name(&actual.provider));
+    compare("reason", expected.reason.clone(), serde_name(&actual.reason));
+    compare("ip", format!("{:?}", expected.ip), format!("{:?}", actual.ip));
+    compare("lookup_url", format!("{:?}", expected.lookup_url), format!("{:?}", actual.lookup_url));
+    for problem in wrong.iter_mut().filter(|problem| problem.starts_with("reason:")) {
         problem.push_str(&format!(" (rule {})", actual.rule));
     }
     wrong
 }
 
 fn classify_text(case: &Case) -> Classification {
-    let context = ReplyContext {
-        mx_host: case.mx.clone(),
-        stage: case.stage,
-        source_ip: None,
-    };
+    let context = ReplyContext { mx_host: case.mx.clone(), stage: case.stage, source_ip: None };
     classify(&Reply::parse_text(&case.text), &context)
 }
 
@@ -167,19 +127,10 @@ fn wrapped_replies_classify_like_their_text() {
             let (unwrapped, actual) = explain(wrapped, case.mx.as_deref(), Rules::builtin());
 
             let mut skip = Vec::new();
-            if case
-                .expect
-                .ip
-                .is_some_and(|ip| !wrapped.contains(&ip.to_string()))
-            {
+            if case.expect.ip.is_some_and(|ip| !wrapped.contains(&ip.to_string())) {
                 skip.push("ip");
             }
-            if case
-                .expect
-                .lookup_url
-                .as_ref()
-                .is_some_and(|url| !wrapped.contains(url.as_str()))
-            {
+            if case.expect.lookup_url.as_ref().is_some_and(|url| !wrapped.contains(url.as_str())) {
                 skip.push("lookup_url");
             }
             let mut problems: Vec<String> = differences(&case.expect, &actual, &skip);
@@ -194,13 +145,6 @@ fn wrapped_replies_classify_like_their_text() {
             }
         }
     }
-    println!(
-        "wrapped forms: {} of {checked} fully right",
-        checked - wrong.len()
-    );
-    assert!(
-        wrong.is_empty(),
-        "wrong wrapped cases:\n{}",
-        wrong.join("\n")
-    );
+    println!("wrapped forms: {} of {checked} fully right", checked - wrong.len());
+    assert!(wrong.is_empty(), "wrong wrapped cases:\n{}", wrong.join("\n"));
 }

@@ -144,7 +144,8 @@ fn demo_run_records_every_attempt() {
         let verdicts = &copy["verdicts"];
         assert_eq!(verdicts["receiver"]["header"]["authserv_id"], "mx1.customer-a.example.net");
         for method in ["spf", "dkim", "dmarc"] {
-            let receiver: Vec<&Value> = verdicts["receiver"]["methods"].as_array().unwrap().iter().filter(|m| m["method"] == method).collect();
+            let receiver: Vec<&Value> =
+                verdicts["receiver"]["methods"].as_array().unwrap().iter().filter(|m| m["method"] == method).collect();
             assert!(!receiver.is_empty(), "receiver {method} result present");
             assert!(receiver.iter().all(|m| m["result"] == "pass"), "receiver {method} passes");
         }
@@ -170,16 +171,29 @@ fn demo_run_records_every_attempt() {
 
     // A stricter gate from another scenario changes nothing here, a relaxed one makes it healthy.
     let relaxed = directory.parent().unwrap().join("relaxed.toml");
-    let demo = std::fs::read_to_string(DEMO).unwrap().replace("[context]", "[gate]\nmax_control_deferral_rate = 0.5\nmax_bulk_deferral_rate = 0.5\n\n[context]");
-    let demo = demo.replace("\"keys/", &format!("\"{}/scenarios/keys/", env!("CARGO_MANIFEST_DIR")))
+    let demo = std::fs::read_to_string(DEMO)
+        .unwrap()
+        .replace("[context]", "[gate]\nmax_control_deferral_rate = 0.5\nmax_bulk_deferral_rate = 0.5\n\n[context]");
+    let demo = demo
+        .replace("\"keys/", &format!("\"{}/scenarios/keys/", env!("CARGO_MANIFEST_DIR")))
         .replace("\"templates/", &format!("\"{}/scenarios/templates/", env!("CARGO_MANIFEST_DIR")))
         .replace("\"zones/", &format!("\"{}/scenarios/zones/", env!("CARGO_MANIFEST_DIR")));
     std::fs::write(&relaxed, demo).unwrap();
-    let gate = Command::new(env!("CARGO_BIN_EXE_mailcanary")).arg("gate").arg(&directory).arg("--scenario").arg(&relaxed).output().unwrap();
+    let gate = Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+        .arg("gate")
+        .arg(&directory)
+        .arg("--scenario")
+        .arg(&relaxed)
+        .output()
+        .unwrap();
     assert_eq!(gate.status.code(), Some(0), "stdout: {}", String::from_utf8_lossy(&gate.stdout));
 
     // JUnit XML names each criterion as a test case.
-    let junit = Command::new(env!("CARGO_BIN_EXE_mailcanary")).args(["report", "--format", "junit"]).arg(&directory).output().unwrap();
+    let junit = Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+        .args(["report", "--format", "junit"])
+        .arg(&directory)
+        .output()
+        .unwrap();
     let junit = String::from_utf8_lossy(&junit.stdout);
     assert!(junit.contains("<testcase classname=\"gate\" name=\"control accepted\">"), "{junit}");
     assert!(junit.contains("failures=\"2\""), "{junit}");
@@ -209,7 +223,9 @@ fn check_snapshot(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} is missing; run with MAILCANARY_UPDATE_SNAPSHOTS=1 to create it", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!("{} is missing; run with MAILCANARY_UPDATE_SNAPSHOTS=1 to create it", path.display())
+    });
     if expected != actual {
         let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
         panic!(
@@ -305,7 +321,9 @@ routes = {{ "customer-b.example.net" = "127.0.0.1:{port}" }}
 #[test]
 fn greeting_deferral_is_recorded_without_quit() {
     let directory = tempfile::tempdir().unwrap();
-    let (port, server) = scripted_server(vec![Some("421 4.7.0 mx.customer-b.example.net Deferred - please refer to https://ipcheck.proofpoint.com/?ip=127.0.0.1\r\n")]);
+    let (port, server) = scripted_server(vec![Some(
+        "421 4.7.0 mx.customer-b.example.net Deferred - please refer to https://ipcheck.proofpoint.com/?ip=127.0.0.1\r\n",
+    )]);
     let scenario = routed_scenario(directory.path(), port, "");
     let output = run(&scenario, &directory.path().join("runs"));
     // The only control message is refused on the only path: critical.
@@ -351,7 +369,9 @@ fn multiline_rcpt_deferral_keeps_every_line() {
         Some("220 mx.customer-b.example.net ESMTP\r\n"),
         Some("250-mx.customer-b.example.net\r\n250 ENHANCEDSTATUSCODES\r\n"),
         Some("250 2.1.0 Ok\r\n"),
-        Some("451-4.7.650 The mail server [127.0.0.1] has been temporarily rate limited\r\n451 4.7.650 due to IP reputation. (S3113)\r\n"),
+        Some(
+            "451-4.7.650 The mail server [127.0.0.1] has been temporarily rate limited\r\n451 4.7.650 due to IP reputation. (S3113)\r\n",
+        ),
         Some("221 2.0.0 Bye\r\n"),
     ]);
     let scenario = routed_scenario(directory.path(), port, "");
@@ -404,7 +424,8 @@ fn reply_naming_another_ip_is_flagged() {
     assert_eq!(attempt["negative_replies"][0]["step"], "mail");
     let mismatch = attempt["ip_mismatch"].as_str().expect("the mismatch is recorded");
     assert!(mismatch.contains("203.0.113.99") && mismatch.contains("127.0.0.1"), "{mismatch}");
-    let diagnosis: Vec<&str> = record["verdict"]["diagnosis"].as_array().unwrap().iter().map(|line| line.as_str().unwrap()).collect();
+    let diagnosis: Vec<&str> =
+        record["verdict"]["diagnosis"].as_array().unwrap().iter().map(|line| line.as_str().unwrap()).collect();
     assert!(diagnosis[0].starts_with("path p1: ") && diagnosis[0].contains("203.0.113.99"), "{diagnosis:?}");
     assert_eq!(record["seed_providers"]["customer-b.example.net"], "proofpoint");
 }
@@ -412,7 +433,11 @@ fn reply_naming_another_ip_is_flagged() {
 #[test]
 fn explain_json_prints_the_reading() {
     let output = Command::new(env!("CARGO_BIN_EXE_mailcanary"))
-        .args(["explain", "--json", "451 4.7.650 The mail server [192.0.2.25] has been temporarily rate limited due to IP reputation. (S3113)"])
+        .args([
+            "explain",
+            "--json",
+            "451 4.7.650 The mail server [192.0.2.25] has been temporarily rate limited due to IP reputation. (S3113)",
+        ])
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0));
@@ -447,7 +472,11 @@ Received: from mta10.news.example.com ([192.0.2.10]) by mx1.customer-a.example.n
 From: Control <control@news.example.com>\r\nTo: seed@customer-a.example.net\r\nSubject: Control\r\nDate: Fri, 4 Dec 2026 12:00:00 +0000\r\n\r\nBody\r\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_mailcanary")).args(["inspect", "--json", "--no-dns"]).arg(&copy).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mailcanary"))
+        .args(["inspect", "--json", "--no-dns"])
+        .arg(&copy)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let inspection: Value = serde_json::from_slice(&output.stdout).unwrap();
     let header = &inspection["authentication_headers"][0]["parsed"];

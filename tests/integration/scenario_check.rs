@@ -84,25 +84,69 @@ fn bad_scenarios_name_line_column_and_key() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("misspelled gate key", variant("retry = [\"2m\"]", "retyr = [\"2m\"]"), "scenario.toml:33:1"),
         ("unknown key message", variant("retry = [\"2m\"]", "retyr = [\"2m\"]"), "unknown field `retyr`"),
-        ("invalid source ip", variant("\"127.0.0.10\"", "\"127.0.0.300\""), "scenario.toml:16:13: path[0].source_ip: invalid IP address"),
-        ("invalid duration", variant("[\"2m\"]", "[\"2 minutes\"]"), "scenario.toml:33:10: delivery.retry[0]: invalid duration"),
-        ("invalid from", variant("Control <control@news.example.com>", "Control <control-at-news>"), "scenario.toml:6:8: sender.from"),
-        ("dangling path", variant("paths = [\"b-10\"]", "paths = [\"b-12\"]"), "scenario.toml:28:10: stream[0].paths[0]: path \"b-12\" is not declared"),
-        ("dangling mailbox", variant("address = \"seed-1@customer-a.example.net\"", "address = \"seed-1@customer-a.example.net\"\nmailbox = \"customer-a\""), "scenario.toml:21:11: seed[0].mailbox: mailbox \"customer-a\" is not declared"),
-        ("missing key file", variant("\"key.pem\"", "\"missing.pem\""), "scenario.toml:12:15: dkim[0].private_key: file"),
+        (
+            "invalid source ip",
+            variant("\"127.0.0.10\"", "\"127.0.0.300\""),
+            "scenario.toml:16:13: path[0].source_ip: invalid IP address",
+        ),
+        (
+            "invalid duration",
+            variant("[\"2m\"]", "[\"2 minutes\"]"),
+            "scenario.toml:33:10: delivery.retry[0]: invalid duration",
+        ),
+        (
+            "invalid from",
+            variant("Control <control@news.example.com>", "Control <control-at-news>"),
+            "scenario.toml:6:8: sender.from",
+        ),
+        (
+            "dangling path",
+            variant("paths = [\"b-10\"]", "paths = [\"b-12\"]"),
+            "scenario.toml:28:10: stream[0].paths[0]: path \"b-12\" is not declared",
+        ),
+        (
+            "dangling mailbox",
+            variant(
+                "address = \"seed-1@customer-a.example.net\"",
+                "address = \"seed-1@customer-a.example.net\"\nmailbox = \"customer-a\"",
+            ),
+            "scenario.toml:21:11: seed[0].mailbox: mailbox \"customer-a\" is not declared",
+        ),
+        (
+            "missing key file",
+            variant("\"key.pem\"", "\"missing.pem\""),
+            "scenario.toml:12:15: dkim[0].private_key: file",
+        ),
         ("invalid key file", variant("\"key.pem\"", "\"scenario.toml\""), "dkim[0].private_key"),
-        ("unknown placeholder", variant("Control {run_id}", "Control {runid}"), "scenario.toml:29:11: stream[0].subject"),
-        ("bad role", variant("role = \"control\"", "role = \"canary\""), "scenario.toml:27:8: stream[0].role: invalid role \"canary\""),
-        ("password in file", variant("[delivery]", "[mailbox.a]\nmaildir = \"m\"\npassword = \"hunter2\"\n\n[delivery]"), "mailbox.a.password: secrets never sit in a scenario file"),
+        (
+            "unknown placeholder",
+            variant("Control {run_id}", "Control {runid}"),
+            "scenario.toml:29:11: stream[0].subject",
+        ),
+        (
+            "bad role",
+            variant("role = \"control\"", "role = \"canary\""),
+            "scenario.toml:27:8: stream[0].role: invalid role \"canary\"",
+        ),
+        (
+            "password in file",
+            variant("[delivery]", "[mailbox.a]\nmaildir = \"m\"\npassword = \"hunter2\"\n\n[delivery]"),
+            "mailbox.a.password: secrets never sit in a scenario file",
+        ),
         ("zero max", variant("max_messages = 4", "max_messages = 0"), "scenario.toml:3:16: scenario.max_messages"),
-        ("bad starttls", variant("[delivery]", "[delivery]\nstarttls = \"maybe\""), "delivery.starttls: invalid starttls \"maybe\""),
+        (
+            "bad starttls",
+            variant("[delivery]", "[delivery]\nstarttls = \"maybe\""),
+            "delivery.starttls: invalid starttls \"maybe\"",
+        ),
         ("syntax error", variant("name = \"check test\"", "name = check test"), "scenario.toml:2:8"),
     ];
     let mut failures = Vec::new();
     for (label, text, expected) in cases {
         let (code, stdout, stderr) = check(&text);
         if code != 2 || !stderr.contains(expected) || !stdout.is_empty() {
-            failures.push(format!("{label}: exit {code}, expected {expected:?} in stderr:\n{stderr}stdout: {stdout:?}"));
+            failures
+                .push(format!("{label}: exit {code}, expected {expected:?} in stderr:\n{stderr}stdout: {stdout:?}"));
         }
     }
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
@@ -123,12 +167,8 @@ fn plan_above_max_messages_sends_nothing() {
     let text = variant("max_messages = 4", "max_messages = 1");
     let file = write_scenario(directory.path(), &text);
     let runs = directory.path().join("runs");
-    let output = Command::new(binary())
-        .args(["run", "--runs-dir"])
-        .arg(&runs)
-        .arg(&file)
-        .output()
-        .expect("run mailcanary run");
+    let output =
+        Command::new(binary()).args(["run", "--runs-dir"]).arg(&runs).arg(&file).output().expect("run mailcanary run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     assert!(stderr.contains("the plan has 2 messages, above max_messages = 1"), "stderr: {stderr}");
@@ -137,7 +177,8 @@ fn plan_above_max_messages_sends_nothing() {
 
 #[test]
 fn missing_scenario_file_is_a_usage_error() {
-    let output = Command::new(binary()).args(["check", "/nonexistent/scenario.toml"]).output().expect("run mailcanary check");
+    let output =
+        Command::new(binary()).args(["check", "/nonexistent/scenario.toml"]).output().expect("run mailcanary check");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/scenario.toml: cannot read the file"), "stderr: {stderr}");

@@ -167,8 +167,9 @@ fn message(from: &str, subject: &str) -> String {
 }
 
 fn signed_message(subject: &str) -> String {
-    let pem = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/keys/demo-rsa.test-key.pem"))
-        .expect("demo RSA key");
+    let pem =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/keys/demo-rsa.test-key.pem"))
+            .expect("demo RSA key");
     let signer = DkimSigner {
         domain: "news.example.com".into(),
         selector: "rsa2026".into(),
@@ -190,9 +191,10 @@ async fn greeted(source: &str, sim: &Sim) -> Client<TcpStream> {
 }
 
 fn header_value<'a>(message: &'a str, name: &str) -> Option<&'a str> {
-    let start = message.find(&format!("\r\n{name}: ")).map(|index| index + 2).or_else(|| {
-        message.starts_with(&format!("{name}: ")).then_some(0)
-    })?;
+    let start = message
+        .find(&format!("\r\n{name}: "))
+        .map(|index| index + 2)
+        .or_else(|| message.starts_with(&format!("{name}: ")).then_some(0))?;
     let rest = &message[start + name.len() + 2..];
     let mut end = 0;
     for line in rest.split_inclusive("\r\n") {
@@ -224,7 +226,10 @@ async fn accepted_message_is_delivered_with_trace_headers() {
     assert!(results.starts_with("mx.sim.mailcanary.test;"), "{results}");
     let received = header_value(&copy, "Received").expect("Received");
     assert!(received.contains("from mta10.news.example.com ([127.0.0.10])"), "{received}");
-    assert!(received.contains(&format!("by mx.sim.mailcanary.test (mailcanary sim) with ESMTP id {queue_id}")), "{received}");
+    assert!(
+        received.contains(&format!("by mx.sim.mailcanary.test (mailcanary sim) with ESMTP id {queue_id}")),
+        "{received}"
+    );
     assert!(received.contains(&format!("for <{SEED}>")), "{received}");
     assert!(copy.contains("\r\n.a line that starts with a dot\r\n"), "dot-unstuffed: {copy}");
     assert!(!copy.contains("\r\n..a line"), "{copy}");
@@ -297,7 +302,9 @@ async fn proofpoint_defers_in_greeting_naming_client_ip() {
     assert!(client.is_closed().await, "421 closes the connection");
 
     let mut other = greeted(SPF_IP, &sim).await;
-    assert!(other.transaction(SENDER, SEED, &message("control@news.example.com", "other-ip")).await.starts_with("250 "));
+    assert!(
+        other.transaction(SENDER, SEED, &message("control@news.example.com", "other-ip")).await.starts_with("250 ")
+    );
 
     let events = sim.events();
     assert_eq!(events[0].stage, Stage::Greeting);
@@ -448,7 +455,8 @@ async fn defer_after_counts_messages_per_ip() {
 
     let mut client = greeted("127.0.0.16", &sim).await;
     for index in 0..2 {
-        let reply = client.transaction(SENDER, SEED, &message("control@news.example.com", &format!("volume-{index}"))).await;
+        let reply =
+            client.transaction(SENDER, SEED, &message("control@news.example.com", &format!("volume-{index}"))).await;
         assert!(reply.starts_with("250 "), "message {index}: {reply}");
     }
     client.command(&format!("MAIL FROM:<{SENDER}>")).await;
@@ -460,7 +468,9 @@ async fn defer_after_counts_messages_per_ip() {
     again.command(&format!("MAIL FROM:<{SENDER}>")).await;
     assert!(again.command(&format!("RCPT TO:<{SEED}>")).await.starts_with("451 "));
     let mut other = greeted("127.0.0.17", &sim).await;
-    assert!(other.transaction(SENDER, SEED, &message("control@news.example.com", "volume-other")).await.starts_with("250 "));
+    assert!(
+        other.transaction(SENDER, SEED, &message("control@news.example.com", "volume-other")).await.starts_with("250 ")
+    );
 
     let delivered: usize = sim.events().iter().map(|event| event.delivered.len()).sum();
     assert_eq!(delivered, 3);
@@ -550,7 +560,11 @@ async fn oversize_message_is_refused_with_552() {
     let declared = client.command(&format!("MAIL FROM:<{SENDER}> SIZE=5000")).await;
     assert_eq!(declared, "552 5.3.4 Message size exceeds fixed maximum message size");
 
-    let big = format!("{}{}", message("control@news.example.com", "big"), format!("{}\r\n", "0123456789".repeat(10)).repeat(30));
+    let big = format!(
+        "{}{}",
+        message("control@news.example.com", "big"),
+        format!("{}\r\n", "0123456789".repeat(10)).repeat(30)
+    );
     let reply = client.transaction(SENDER, SEED, &big).await;
     assert_eq!(reply, "552 5.3.4 Error: message file too big");
 
@@ -667,7 +681,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         certificate: &CertificateDer<'_>,
         signature: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, certificate, signature, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -676,7 +695,12 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         certificate: &CertificateDer<'_>,
         signature: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, certificate, signature, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -699,10 +723,8 @@ async fn starttls_handshake_and_delivery() {
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = client.stream.into_inner();
-    let tls = connector
-        .connect(ServerName::try_from("mx.sim.mailcanary.test").unwrap(), tcp)
-        .await
-        .expect("TLS handshake");
+    let tls =
+        connector.connect(ServerName::try_from("mx.sim.mailcanary.test").unwrap(), tcp).await.expect("TLS handshake");
     let certificates = tls.get_ref().1.peer_certificates().expect("a server certificate");
     assert_eq!(certificates.len(), 1);
 
@@ -812,7 +834,11 @@ fn invalid_policies_name_key_and_fix() {
             "invalid IP address or CIDR range",
         ),
         ("[[rule]]\nclients = []\naction = \"defer\"", "simulator.rule[0].clients", "matches no client"),
-        ("[[rule]]\nclients = [\"192.0.2.1\"]\naction = \"bounce\"", "simulator.rule[0].action", "unknown action \"bounce\""),
+        (
+            "[[rule]]\nclients = [\"192.0.2.1\"]\naction = \"bounce\"",
+            "simulator.rule[0].action",
+            "unknown action \"bounce\"",
+        ),
         (
             "[[rule]]\nclients = [\"192.0.2.1\"]\naction = \"defer\"\nreply = \"proofpont\"",
             "simulator.rule[0].reply",
@@ -903,13 +929,18 @@ fn policy_file_errors_are_located() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("policy.toml");
 
-    std::fs::write(&path, "[simulator]\ndomains = [\"customer-a.example.net\"]\nlisten_on = \"127.0.0.1:2525\"\n").unwrap();
+    std::fs::write(&path, "[simulator]\ndomains = [\"customer-a.example.net\"]\nlisten_on = \"127.0.0.1:2525\"\n")
+        .unwrap();
     let sim::SimError::Policy(diagnostics) = sim::load_policy(&path).unwrap_err() else { panic!("a policy error") };
     let text = diagnostics.to_string();
     assert!(text.contains("policy.toml:3:1"), "{text}");
     assert!(text.contains("listen_on"), "{text}");
 
-    std::fs::write(&path, "[simulator]\n[[simulator.rule]]\nclients = [\"192.0.2.1\"]\naction = \"defer\"\nreply = \"yahoo\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "[simulator]\n[[simulator.rule]]\nclients = [\"192.0.2.1\"]\naction = \"defer\"\nreply = \"yahoo\"\n",
+    )
+    .unwrap();
     let sim::SimError::Policy(diagnostics) = sim::load_policy(&path).unwrap_err() else { panic!("a policy error") };
     let text = diagnostics.to_string();
     assert!(text.contains("simulator.domains: no recipient domains"), "{text}");

@@ -57,10 +57,7 @@ async fn server_with_tls(script: Vec<Act>, acceptor: Option<TlsAcceptor>) -> Ser
     let address = listener.local_addr().unwrap();
     let log = tokio::spawn(async move {
         let (stream, peer) = listener.accept().await.unwrap();
-        let mut log = ServerLog {
-            peer: Some(peer),
-            ..ServerLog::default()
-        };
+        let mut log = ServerLog { peer: Some(peer), ..ServerLog::default() };
         let stream: Box<dyn Io> = Box::new(stream);
         run_script(BufReader::new(stream), script, acceptor, &mut log).await;
         log
@@ -81,23 +78,14 @@ async fn run_script(
                 reader.get_mut().write_all(wire.as_bytes()).await.unwrap();
             }
             Act::Expect(prefix) => {
-                let line = read_line(&mut reader)
-                    .await
-                    .unwrap()
-                    .expect("client closed the connection");
-                assert!(
-                    line.starts_with(prefix),
-                    "server expected {prefix:?}, read {line:?}"
-                );
+                let line = read_line(&mut reader).await.unwrap().expect("client closed the connection");
+                assert!(line.starts_with(prefix), "server expected {prefix:?}, read {line:?}");
                 log.lines.push(line);
             }
             Act::ReadData => loop {
                 let mut raw = Vec::new();
                 reader.read_until(b'\n', &mut raw).await.unwrap();
-                assert!(
-                    !raw.is_empty(),
-                    "client closed the connection inside the data"
-                );
+                assert!(!raw.is_empty(), "client closed the connection inside the data");
                 if raw == b".\r\n" {
                     break;
                 }
@@ -121,9 +109,8 @@ async fn run_script(
     }
 
     // Records whatever the client sends after the script, until it closes.
-    while let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(5), read_line(&mut reader))
-        .await
-        .unwrap_or(Ok(None))
+    while let Ok(Some(line)) =
+        tokio::time::timeout(Duration::from_secs(5), read_line(&mut reader)).await.unwrap_or(Ok(None))
     {
         log.lines.push(line);
     }
@@ -155,15 +142,10 @@ fn request(server: SocketAddr) -> AttemptRequest {
 }
 
 fn steps(transaction: &Transaction) -> Vec<Step> {
-    transaction
-        .exchanges
-        .iter()
-        .map(|exchange| exchange.step)
-        .collect()
+    transaction.exchanges.iter().map(|exchange| exchange.step).collect()
 }
 
-const EHLO_PLAIN: &str =
-    "250-mx.test greets mta10.example.com\n250-PIPELINING\n250-8BITMIME\n250 SIZE 10240000";
+const EHLO_PLAIN: &str = "250-mx.test greets mta10.example.com\n250-PIPELINING\n250-8BITMIME\n250 SIZE 10240000";
 
 fn happy_script() -> Vec<Act> {
     vec![
@@ -194,16 +176,7 @@ async fn happy_path_accepted() {
     assert_eq!(transaction.failure, None);
     assert_eq!(
         steps(&transaction),
-        [
-            Step::Connect,
-            Step::Greeting,
-            Step::Ehlo,
-            Step::Mail,
-            Step::Rcpt,
-            Step::Data,
-            Step::EndOfData,
-            Step::Quit
-        ]
+        [Step::Connect, Step::Greeting, Step::Ehlo, Step::Mail, Step::Rcpt, Step::Data, Step::EndOfData, Step::Quit]
     );
     assert_eq!(transaction.decisive, Some(6));
 
@@ -218,21 +191,14 @@ async fn happy_path_accepted() {
     assert_eq!(ehlo.lines[3], "250 SIZE 10240000");
 
     for exchange in &transaction.exchanges[1..] {
-        assert!(
-            exchange.reply.is_some(),
-            "step {:?} has no reply",
-            exchange.step
-        );
+        assert!(exchange.reply.is_some(), "step {:?} has no reply", exchange.step);
         let replied_at = exchange.replied_at.expect("reply time");
         assert!(replied_at >= exchange.sent_at, "step {:?}", exchange.step);
         assert_eq!(exchange.sent_at.timestamp_subsec_nanos() % 1_000_000, 0);
     }
     assert!(transaction.started_at <= transaction.finished_at);
     assert_eq!(transaction.tls, None);
-    assert_eq!(
-        transaction.local.map(|local| local.ip()),
-        log.peer.map(|peer| peer.ip())
-    );
+    assert_eq!(transaction.local.map(|local| local.ip()), log.peer.map(|peer| peer.ip()));
 }
 
 #[tokio::test]
@@ -245,28 +211,16 @@ async fn happy_path_wire_content() {
     assert_eq!(log.data, expected_data);
     assert_eq!(
         log.lines[1],
-        format!(
-            "MAIL FROM:<bounces@news.example.com> BODY=8BITMIME SIZE={}",
-            expected_data.len()
-        )
+        format!("MAIL FROM:<bounces@news.example.com> BODY=8BITMIME SIZE={}", expected_data.len())
     );
     assert_eq!(log.lines.last().map(String::as_str), Some("QUIT"));
-    assert_eq!(
-        transaction.exchanges[3].command.as_deref(),
-        Some(log.lines[1].as_str())
-    );
+    assert_eq!(transaction.exchanges[3].command.as_deref(), Some(log.lines[1].as_str()));
 
     let text = transcript::render(&transaction, "control via loopback");
     assert!(text.starts_with("=== control via loopback\n"), "{text}");
     assert!(text.contains(" -> EHLO mta10.example.com\n"), "{text}");
     assert!(text.contains(" <-  250-PIPELINING\n"), "{text}");
-    assert!(
-        text.contains(&format!(
-            " -> <message content, {} bytes>\n",
-            expected_data.len()
-        )),
-        "{text}"
-    );
+    assert!(text.contains(&format!(" -> <message content, {} bytes>\n", expected_data.len())), "{text}");
     assert!(text.contains("*** outcome: accepted"), "{text}");
 }
 
@@ -286,9 +240,7 @@ async fn greeting_421_deferred_without_quit() {
 #[tokio::test]
 async fn greeting_554_rejected_then_quit() {
     let script = vec![
-        Act::Send(
-            "554 5.7.0 Blocked - see https://support.proofpoint.com/dnsbl-lookup.cgi?ip=198.51.100.24",
-        ),
+        Act::Send("554 5.7.0 Blocked - see https://support.proofpoint.com/dnsbl-lookup.cgi?ip=198.51.100.24"),
         Act::Expect("QUIT"),
         Act::Send("221 Bye"),
         Act::Close,
@@ -299,10 +251,7 @@ async fn greeting_554_rejected_then_quit() {
 
     assert_eq!(transaction.outcome, Outcome::Rejected);
     assert_eq!(transaction.decisive, Some(1));
-    assert_eq!(
-        steps(&transaction),
-        [Step::Connect, Step::Greeting, Step::Quit]
-    );
+    assert_eq!(steps(&transaction), [Step::Connect, Step::Greeting, Step::Quit]);
     let greeting = transaction.exchanges[1].reply.as_ref().unwrap();
     assert_eq!(greeting.enhanced.as_deref(), Some("5.7.0"));
     assert_eq!(log.lines, ["QUIT"]);
@@ -364,12 +313,7 @@ async fn drop_during_data_is_failed() {
     server.log.await.unwrap();
 
     assert_eq!(transaction.outcome, Outcome::Failed);
-    assert_eq!(
-        transaction.failure,
-        Some(Failure::ConnectionDropped {
-            step: Step::EndOfData
-        })
-    );
+    assert_eq!(transaction.failure, Some(Failure::ConnectionDropped { step: Step::EndOfData }));
     assert_eq!(transaction.decisive, None);
     assert_eq!(steps(&transaction).last(), Some(&Step::EndOfData));
 }
@@ -390,13 +334,7 @@ async fn slow_reply_times_out_at_step() {
     let transaction = attempt(&request).await;
 
     assert_eq!(transaction.outcome, Outcome::Failed);
-    assert_eq!(
-        transaction.failure,
-        Some(Failure::TimedOut {
-            step: Step::Mail,
-            after_ms: 300
-        })
-    );
+    assert_eq!(transaction.failure, Some(Failure::TimedOut { step: Step::Mail, after_ms: 300 }));
     let mail = transaction.exchanges.last().unwrap();
     assert_eq!(mail.step, Step::Mail);
     assert_eq!(mail.reply, None);
@@ -421,10 +359,7 @@ async fn starttls_required_but_not_offered() {
 
     assert_eq!(transaction.outcome, Outcome::Failed);
     assert_eq!(transaction.failure, Some(Failure::StarttlsNotOffered));
-    assert_eq!(
-        steps(&transaction),
-        [Step::Connect, Step::Greeting, Step::Ehlo, Step::Quit]
-    );
+    assert_eq!(steps(&transaction), [Step::Connect, Step::Greeting, Step::Ehlo, Step::Quit]);
     assert_eq!(log.lines, ["EHLO mta10.example.com", "QUIT"]);
 }
 
@@ -483,11 +418,7 @@ async fn connection_refused_is_failed() {
     let transaction = attempt(&request(address)).await;
 
     assert_eq!(transaction.outcome, Outcome::Failed);
-    assert!(
-        matches!(transaction.failure, Some(Failure::ConnectionRefused { .. })),
-        "{:?}",
-        transaction.failure
-    );
+    assert!(matches!(transaction.failure, Some(Failure::ConnectionRefused { .. })), "{:?}", transaction.failure);
     assert_eq!(steps(&transaction), [Step::Connect]);
     assert_eq!(transaction.exchanges[0].replied_at, None);
 }
@@ -517,10 +448,7 @@ async fn source_ip_not_on_host() {
 
     assert_eq!(transaction.outcome, Outcome::Failed);
     match &transaction.failure {
-        Some(Failure::Bind {
-            source_ip: named,
-            detail,
-        }) => {
+        Some(Failure::Bind { source_ip: named, detail }) => {
             assert_eq!(*named, source_ip);
             assert!(detail.contains("Configure the address"), "{detail}");
         }
@@ -535,11 +463,7 @@ async fn source_ip_family_mismatch() {
     request.source_ip = Some(source_ip);
     let transaction = attempt(&request).await;
 
-    assert!(
-        matches!(transaction.failure, Some(Failure::Bind { .. })),
-        "{:?}",
-        transaction.failure
-    );
+    assert!(matches!(transaction.failure, Some(Failure::Bind { .. })), "{:?}", transaction.failure);
 }
 
 /// A CA and a certificate for `mx.test` signed by it.
@@ -553,17 +477,13 @@ fn test_pki() -> TestPki {
     let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params.distinguished_name = rcgen::DistinguishedName::new();
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "mailcanary test CA");
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "mailcanary test CA");
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
 
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let mut leaf_params = rcgen::CertificateParams::new(vec!["mx.test".to_owned()]).unwrap();
     leaf_params.distinguished_name = rcgen::DistinguishedName::new();
-    leaf_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "mx.test");
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "mx.test");
     let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -575,10 +495,7 @@ fn test_pki() -> TestPki {
         .with_single_cert(vec![leaf.der().clone()], key)
         .unwrap();
 
-    TestPki {
-        ca: ca.der().clone(),
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    }
+    TestPki { ca: ca.der().clone(), acceptor: TlsAcceptor::from(Arc::new(config)) }
 }
 
 const EHLO_TLS: &str = "250-mx.test\n250-STARTTLS\n250 8BITMIME";
@@ -614,22 +531,10 @@ async fn starttls_handshake_records_tls() {
     let transaction = attempt(&request(server.address)).await;
     let log = server.log.await.unwrap();
 
-    assert_eq!(
-        transaction.outcome,
-        Outcome::Accepted,
-        "{:?}",
-        transaction.failure
-    );
+    assert_eq!(transaction.outcome, Outcome::Accepted, "{:?}", transaction.failure);
     assert_eq!(
         steps(&transaction)[..6],
-        [
-            Step::Connect,
-            Step::Greeting,
-            Step::Ehlo,
-            Step::Starttls,
-            Step::TlsHandshake,
-            Step::Ehlo
-        ]
+        [Step::Connect, Step::Greeting, Step::Ehlo, Step::Starttls, Step::TlsHandshake, Step::Ehlo]
     );
     let tls = transaction.tls.as_ref().expect("TLS details");
     assert_eq!(tls.version, "TLSv1.3");
@@ -651,20 +556,11 @@ async fn starttls_verified_with_extra_ca() {
     let server = server_with_tls(tls_script(), Some(pki.acceptor)).await;
     let mut request = request(server.address);
     request.starttls = StartTls::Required;
-    request.tls = TlsPolicy {
-        verify: true,
-        extra_roots: vec![pki.ca],
-        server_name: None,
-    };
+    request.tls = TlsPolicy { verify: true, extra_roots: vec![pki.ca], server_name: None };
     let transaction = attempt(&request).await;
     server.log.await.unwrap();
 
-    assert_eq!(
-        transaction.outcome,
-        Outcome::Accepted,
-        "{:?}",
-        transaction.failure
-    );
+    assert_eq!(transaction.outcome, Outcome::Accepted, "{:?}", transaction.failure);
     assert!(transaction.tls.as_ref().expect("TLS details").verified);
 }
 

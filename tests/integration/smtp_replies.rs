@@ -25,20 +25,14 @@ struct Expected {
 
 fn cases() -> Vec<Case> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/replies.toml");
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
-    let fixture: Fixture =
-        toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("cannot read {path}: {error}"));
+    let fixture: Fixture = toml::from_str(&text).unwrap_or_else(|error| panic!("invalid {path}: {error}"));
     fixture.reply
 }
 
 #[test]
 fn fixture_has_cases() {
-    assert!(
-        cases().len() >= 50,
-        "expected the full fixture, found {} cases",
-        cases().len()
-    );
+    assert!(cases().len() >= 50, "expected the full fixture, found {} cases", cases().len());
 }
 
 #[test]
@@ -47,10 +41,7 @@ fn parse_text_reads_reply_code() {
     for case in cases() {
         let reply = Reply::parse_text(&case.text);
         if reply.code != case.expect.code {
-            wrong.push(format!(
-                "{}: code {:?}, expected {:?}",
-                case.id, reply.code, case.expect.code
-            ));
+            wrong.push(format!("{}: code {:?}, expected {:?}", case.id, reply.code, case.expect.code));
         }
     }
     assert!(wrong.is_empty(), "wrong reply codes:\n{}", wrong.join("\n"));
@@ -62,17 +53,10 @@ fn parse_text_reads_enhanced_code() {
     for case in cases() {
         let reply = Reply::parse_text(&case.text);
         if reply.enhanced != case.expect.enhanced {
-            wrong.push(format!(
-                "{}: enhanced {:?}, expected {:?}",
-                case.id, reply.enhanced, case.expect.enhanced
-            ));
+            wrong.push(format!("{}: enhanced {:?}, expected {:?}", case.id, reply.enhanced, case.expect.enhanced));
         }
     }
-    assert!(
-        wrong.is_empty(),
-        "wrong enhanced codes:\n{}",
-        wrong.join("\n")
-    );
+    assert!(wrong.is_empty(), "wrong enhanced codes:\n{}", wrong.join("\n"));
 }
 
 #[test]
@@ -86,25 +70,16 @@ fn parse_text_keeps_every_line() {
 
 #[test]
 fn parse_text_redacted_lines_leave_text() {
-    let case = cases()
-        .into_iter()
-        .find(|case| case.id == "R25")
-        .expect("case R25");
+    let case = cases().into_iter().find(|case| case.id == "R25").expect("case R25");
     let text = Reply::parse_text(&case.text).text();
-    assert!(
-        text.starts_with("[203.0.113.70       4] Our system"),
-        "{text}"
-    );
+    assert!(text.starts_with("[203.0.113.70       4] Our system"), "{text}");
     assert!(!text.contains("x.x.xx"), "{text}");
     assert!(!text.contains("421"), "{text}");
 }
 
 #[test]
 fn parse_text_code_only_from_enhanced() {
-    let case = cases()
-        .into_iter()
-        .find(|case| case.id == "R59b")
-        .expect("case R59b");
+    let case = cases().into_iter().find(|case| case.id == "R59b").expect("case R59b");
     let reply = Reply::parse_text(&case.text);
     assert_eq!(reply.lines, ["4.7.1  "]);
     assert_eq!(reply.text(), "");
