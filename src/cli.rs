@@ -135,12 +135,22 @@ struct RunArgs {
     /// Never draw the progress bar, even on a terminal.
     #[arg(long)]
     no_progress: bool,
+
+    /// Skip the DNS and identity checks that run before sending.
+    #[arg(long)]
+    no_preflight: bool,
 }
 
 #[derive(Debug, Args)]
 struct CheckArgs {
     /// The scenario file (TOML).
     scenario: PathBuf,
+
+    /// Also run the DNS and identity checks of every path (PTR, HELO, SPF,
+    /// DKIM, DMARC, seed MX, DNSBL) through the scenario's [dns] settings.
+    /// Exits 4 when a check fails, 3 when one warns.
+    #[arg(long)]
+    dns: bool,
 }
 
 #[derive(Debug, Args)]
@@ -193,10 +203,29 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
         Command::Check(args) => {
             let scenario = Scenario::load(&args.scenario)?;
             let plan = Plan::build(&scenario)?;
-            scenario.check_source_addresses().map_err(Error::Usage)?;
+            // A scenario may be checked on another host than the one that
+            // sends it, so an address missing here is a warning; run refuses.
+            if let Err(problems) = scenario.check_source_addresses() {
+                for problem in problems.lines() {
+                    tracing::warn!("{problem}; run would refuse to send from here");
+                }
+            }
             emit(&plan.render(&scenario));
-            emit("\nscenario is valid; nothing was sent\n");
-            Ok(ExitStatus::Healthy)
+            if !args.dns {
+                emit("\nscenario is valid; nothing was sent\n");
+                return Ok(ExitStatus::Healthy);
+            }
+            let dns = crate::dns::Dns::start(&scenario.dns).await?;
+            let preflight = crate::preflight::run(&scenario, &dns).await;
+            emit(&format!("\npreflight:\n{}", preflight.render()));
+            let worst = preflight.findings.iter().map(|finding| finding.status).max();
+            let status = match worst {
+                Some(crate::preflight::Status::Fail) => ExitStatus::Critical,
+                Some(crate::preflight::Status::Warn) => ExitStatus::Warning,
+                _ => ExitStatus::Healthy,
+            };
+            emit(&format!("\nscenario is valid; {} of the preflight checks failed; nothing was sent\n", preflight.failures().count()));
+            Ok(status)
         }
         Command::Run(args) => {
             let scenario = Scenario::load(&args.scenario)?;
@@ -205,6 +234,7 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
             let options = crate::run::RunOptions {
                 runs_dir: args.runs_dir,
                 progress: !args.no_progress && std::io::stderr().is_terminal(),
+                preflight: !args.no_preflight,
             };
             let result = crate::run::run(scenario, &options).await?;
             emit(&crate::run::summary::render(&result.record, &result.directory));

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod gate;
 pub mod message;
 pub mod plan;
+pub mod preflight;
 pub mod report;
 pub mod run;
 pub mod scenario;

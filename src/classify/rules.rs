@@ -94,6 +94,16 @@ impl Rules {
             .map(|rule| (rule.provider, rule.id.as_str()))
     }
 
+    /// Names the provider an MX host name reveals (`*.pphosted.com` is
+    /// Proofpoint), or `Other`.
+    pub fn provider_of_host(&self, host: &str) -> Provider {
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        self.providers
+            .iter()
+            .find(|rule| rule.mx_suffixes.iter().any(|suffix| host_has_suffix(&host, suffix)))
+            .map_or(Provider::Other, |rule| rule.provider)
+    }
+
     /// Reads the outcome from the wording, for text without any code.
     pub(super) fn outcome_from_wording(&self, subject: &Subject<'_>) -> Option<(Outcome, &str)> {
         self.outcomes.iter().find(|rule| rule.conditions.matches(subject)).map(|rule| (rule.outcome, rule.id.as_str()))

@@ -4,6 +4,7 @@
 //! A mailbox kind implements one operation, "find the copies of these
 //! tokens", so Maildir and IMAP sit side by side behind [`MailboxReader`].
 
+pub mod imap;
 pub mod maildir;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,7 +31,8 @@ pub struct FoundCopy {
     /// The folder as the mailbox names it: `INBOX`, `Junk`, …
     pub folder: String,
     pub placement: Placement,
-    /// The copy's source: a file path for Maildir.
+    /// The copy's source: a file path for Maildir, an IMAP URL
+    /// (`imap://host:port/FOLDER;UID=n`) for IMAP.
     pub location: String,
     pub bytes: Vec<u8>,
     pub found_at: DateTime<Utc>,
@@ -41,12 +43,35 @@ pub struct FoundCopy {
 pub enum CollectError {
     #[error("cannot read Maildir {path}: {source}; check that the directory exists and is readable")]
     Maildir { path: PathBuf, source: std::io::Error },
+
+    #[error(
+        "mailbox {mailbox}: no IMAP password: {problem}; set the password there or change password_env/password_file"
+    )]
+    ImapPassword { mailbox: String, problem: String },
+
+    #[error(
+        "mailbox {mailbox}: cannot connect to IMAP server {server}: {detail}; check the imap URL and that the server accepts connections from this host"
+    )]
+    ImapConnect { mailbox: String, server: String, detail: String },
+
+    #[error(
+        "mailbox {mailbox}: TLS with IMAP server {server} failed: {detail}; set ca_file to the CA of the server's certificate, or check the TLS mode (imaps:// is implicit TLS, imap:// takes tls = \"starttls\" or \"none\")"
+    )]
+    ImapTls { mailbox: String, server: String, detail: String },
+
+    #[error("mailbox {mailbox}: IMAP login on {server} failed: {detail}; check username and {password_source}")]
+    ImapLogin { mailbox: String, server: String, detail: String, password_source: String },
+
+    #[error("mailbox {mailbox}: IMAP {action} on {server} failed: {detail}; the server's log may say why")]
+    Imap { mailbox: String, server: String, action: String, detail: String },
 }
 
 /// A mailbox kind. `find` returns the copies among `tokens` that it contains
 /// now; callers poll it until every token is found or time runs out.
 pub enum MailboxReader {
     Maildir(maildir::MaildirReader),
+    /// Keeps its IMAP connection between calls to `find`.
+    Imap(Box<imap::ImapReader>),
 }
 
 impl MailboxReader {
@@ -60,6 +85,15 @@ impl MailboxReader {
                     .await
                     .expect("the Maildir scan does not panic")
             }
+            MailboxReader::Imap(reader) => reader.find(tokens).await,
+        }
+    }
+
+    /// Ends the reader's session: LOGOUT for IMAP, nothing for Maildir.
+    pub async fn close(&mut self) {
+        match self {
+            MailboxReader::Maildir(_) => {}
+            MailboxReader::Imap(reader) => reader.logout().await,
         }
     }
 }
@@ -67,7 +101,7 @@ impl MailboxReader {
 /// Polls every mailbox until each expected token is found or `timeout`
 /// passes. Returns the copies found, keyed by token, and the mailboxes that
 /// could not be read, each with its error. A failing mailbox does not stop
-/// the others.
+/// the others. Every reader is closed before returning.
 pub async fn collect(
     mailboxes: &mut BTreeMap<String, (MailboxReader, BTreeSet<String>)>,
     timeout: Duration,
@@ -105,6 +139,9 @@ pub async fn collect(
         if outstanding == 0 || tokio::time::Instant::now() + poll_interval > deadline {
             if outstanding > 0 {
                 tracing::warn!(outstanding, "collection timed out with copies still missing");
+            }
+            for (reader, _) in mailboxes.values_mut() {
+                reader.close().await;
             }
             return (found, errors);
         }

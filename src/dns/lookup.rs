@@ -184,6 +184,40 @@ impl Dns {
         }
     }
 
+    /// Looks up the TXT records of `name`, each as its strings joined
+    /// (RFC 7208 section 3.3). No records is an empty list; NXDOMAIN is
+    /// `DnsError::NotFound`.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
+        let parsed = parse_name(name)?;
+        let records = self.query(name, &parsed, RecordType::TXT).await?;
+        Ok(records
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::TXT(txt) => {
+                    Some(txt.txt_data.iter().map(|part| String::from_utf8_lossy(part).into_owned()).collect::<String>())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Looks up the PTR names of `ip`, without trailing dots.
+    ///
+    /// NOTE: hickory-resolver 0.26 answers reverse lookups of 127.0.0.0/8
+    /// with `localhost.` itself, so loopback source IPs never reach a zone.
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let name = Name::from(ip);
+        let text = name.to_string();
+        let records = self.query(&text, &name, RecordType::PTR).await?;
+        Ok(records
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::PTR(ptr) => Some(host_text(&ptr.0)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Lists the hosts that receive mail for `domain` (RFC 5321 section 5.1):
     /// its MX hosts in preference order, or the domain itself when it has no
     /// MX records (implicit MX).

@@ -192,6 +192,7 @@ pub fn evaluate(record: &RunRecord, gate: &Gate) -> Verdict {
     let control: Vec<&View> = views.iter().filter(|view| view.message.role == Role::Control).collect();
     let bulk: Vec<&View> = views.iter().filter(|view| view.message.role == Role::Bulk).collect();
 
+    check_preflight(record, &mut criteria, &mut diagnosis);
     check_control_delivery(record, gate, &control, &mut criteria, &mut diagnosis);
     check_retries(gate, &views, &mut criteria, &mut diagnosis);
     check_placement(record, gate, &control, &mut criteria, &mut diagnosis);
@@ -376,7 +377,9 @@ fn check_control_delivery(
     if !broad.is_empty() {
         criteria.push(criterion("control accepted", false, Checkpoint::Critical, detail));
         let reasons = refusal_reasons(&refused);
-        let reading = if reasons.contains("authentication") {
+        let reading = if preflight_auth_failures(record).next().is_some() {
+            "the sender's own records are broken (see the preflight findings), so this is an authentication problem to fix first, not reputation".to_string()
+        } else if reasons.contains("authentication") {
             "the receiver names an authentication problem, so fix the record it names first".to_string()
         } else if reasons.iter().all(|reason| matches!(reason.as_str(), "ip-reputation" | "blocklist" | "rate-limit")) {
             "IP or range reputation, not content".to_string()
@@ -409,6 +412,39 @@ fn check_control_delivery(
     } else {
         criteria.push(criterion("control accepted", true, Checkpoint::Critical, detail));
     }
+}
+
+/// The preflight checks whose failure breaks authentication.
+const AUTH_CHECKS: [&str; 4] = ["spf", "spf-record", "dkim", "dmarc"];
+
+fn preflight_auth_failures(record: &RunRecord) -> impl Iterator<Item = &crate::preflight::Finding> {
+    record.preflight.iter().flat_map(|preflight| preflight.failures()).filter(|finding| AUTH_CHECKS.contains(&finding.check.as_str()))
+}
+
+/// Turns the preflight into two criteria: the sender's authentication
+/// records (critical, since a control test proves nothing while they are
+/// broken) and the sending identity (PTR, HELO, blocklists; a warning).
+fn check_preflight(record: &RunRecord, criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
+    let Some(preflight) = &record.preflight else { return };
+    let describe = |finding: &crate::preflight::Finding| match &finding.fix {
+        Some(fix) => format!("{} {}: {}; fix: {fix}", finding.subject, finding.check, finding.detail),
+        None => format!("{} {}: {}", finding.subject, finding.check, finding.detail),
+    };
+
+    let auth: Vec<String> = preflight_auth_failures(record).map(describe).collect();
+    for line in &auth {
+        diagnosis.push(format!("authentication problem to fix first: {line}"));
+    }
+    let detail = if auth.is_empty() { "SPF, DKIM and DMARC records check out".to_string() } else { auth.join("; ") };
+    criteria.push(criterion("sender authentication records", auth.is_empty(), Checkpoint::Critical, detail));
+
+    let identity: Vec<String> =
+        preflight.failures().filter(|finding| !AUTH_CHECKS.contains(&finding.check.as_str())).map(describe).collect();
+    for line in &identity {
+        diagnosis.push(format!("sending identity: {line}"));
+    }
+    let detail = if identity.is_empty() { "PTR, HELO, MX and blocklist checks found no failure".to_string() } else { identity.join("; ") };
+    criteria.push(criterion("sending identity", identity.is_empty(), Checkpoint::Warning, detail));
 }
 
 /// Writes one sentence per kind of refusal, naming the paths and what to

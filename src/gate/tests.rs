@@ -172,6 +172,7 @@ fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
             .iter()
             .map(|(domain, provider)| (domain.to_string(), provider.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        preflight: None,
         copies,
         collection_errors: BTreeMap::new(),
         verdict: None,

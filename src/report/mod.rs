@@ -45,6 +45,7 @@ pub fn markdown(record: &RunRecord, verdict: &Verdict) -> String {
     context_section(&mut out, record);
     diagnosis_section(&mut out, verdict);
     paths_section(&mut out, record);
+    evidence_section(&mut out, record);
     control_section(&mut out, record);
     missing_section(&mut out, record);
     replies_section(&mut out, record);
@@ -131,6 +132,78 @@ fn paths_section(out: &mut String, record: &RunRecord) {
             first_refusal
         );
     }
+}
+
+/// The minimum evidence per path: source IP, PTR, HELO, SPF, DKIM, DMARC,
+/// TLS and the SMTP reply.
+fn evidence_section(out: &mut String, record: &RunRecord) {
+    let _ = writeln!(out, "\n## Evidence per path\n");
+    let _ = writeln!(out, "| path | source IP | PTR | HELO | SPF | DKIM | DMARC | TLS | SMTP |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let preflight = record.preflight.as_ref();
+    let status_of = |check: &str, subject: &str| -> String {
+        let Some(preflight) = preflight else { return "not checked".into() };
+        let found: Vec<&crate::preflight::Finding> =
+            preflight.findings.iter().filter(|finding| finding.check == check && finding.subject == subject).collect();
+        match summary_status(found.iter().map(|finding| finding.status)) {
+            None => "-".into(),
+            Some(status) => {
+                let detail = found.iter().find(|finding| finding.status == status).map_or("", |finding| finding.detail.as_str());
+                format!("{}: {}", status.as_str(), escape(detail))
+            }
+        }
+    };
+    let dkim = match preflight {
+        None => "not checked".to_string(),
+        Some(preflight) => {
+            let keys: Vec<&crate::preflight::Finding> = preflight.findings.iter().filter(|finding| finding.check == "dkim").collect();
+            match summary_status(keys.iter().map(|finding| finding.status)) {
+                None => "no signer".into(),
+                Some(status) => format!("{} ({} selectors)", status.as_str(), keys.iter().map(|finding| &finding.subject).collect::<std::collections::BTreeSet<_>>().len()),
+            }
+        }
+    };
+    let dmarc = match preflight {
+        None => "not checked".to_string(),
+        Some(preflight) => summary_status(
+            preflight.findings.iter().filter(|finding| finding.check == "dmarc").map(|finding| finding.status),
+        )
+        .map_or_else(|| "-".to_string(), |status| status.as_str().to_string()),
+    };
+    for path in &record.paths {
+        let subject = format!("path {}", path.name);
+        let attempts: Vec<&AttemptRecord> = record.attempts.iter().filter(|attempt| attempt.path == path.name).collect();
+        let tls = attempts
+            .iter()
+            .flat_map(|attempt| attempt.transactions.iter())
+            .find_map(|transaction| transaction.tls.as_ref())
+            .map_or_else(|| "none".to_string(), |tls| format!("{} {}", tls.version, tls.cipher));
+        let smtp = attempts
+            .last()
+            .and_then(|attempt| attempt.reply.as_ref())
+            .and_then(|reply| reply.lines.first())
+            .map_or_else(|| "-".to_string(), |line| format!("`{}`", line.replace('`', "'")));
+        let source = path.source_ip.map_or_else(|| "system default".to_string(), |ip| ip.to_string());
+        let _ = writeln!(
+            out,
+            "| {} | {source} | {} | {} ({}) | {} | {dkim} | {dmarc} | {tls} | {} |",
+            path.name,
+            status_of("ptr", &subject),
+            path.helo,
+            status_of("helo", &subject),
+            status_of("spf", &subject),
+            escape(&smtp)
+        );
+    }
+}
+
+/// Sums up several findings: the worst problem if there is one, else pass
+/// when any check passed, else information only.
+fn summary_status(statuses: impl Iterator<Item = crate::preflight::Status>) -> Option<crate::preflight::Status> {
+    use crate::preflight::Status;
+    let statuses: Vec<Status> = statuses.collect();
+    let worst = statuses.iter().copied().filter(|status| matches!(status, Status::Warn | Status::Fail)).max();
+    worst.or_else(|| statuses.iter().copied().find(|status| *status == Status::Pass)).or_else(|| statuses.first().copied())
 }
 
 fn control_section(out: &mut String, record: &RunRecord) {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::record::{CopyRecord, MessageRecord};
 use crate::auth::select::TrustedIds;
+use crate::collect::imap::ImapReader;
 use crate::collect::maildir::MaildirReader;
 use crate::collect::{self, MailboxReader, Placement};
 use crate::dns::Dns;
@@ -17,7 +18,8 @@ use crate::verify::{Envelope, verify_copy};
 /// The mailbox name under which the simulator's Maildirs are read.
 pub const SIMULATOR_MAILBOX: &str = "simulator";
 
-/// Folder names that count as spam when a Maildir mailbox lists none.
+/// Folder names that count as spam when a mailbox lists none. IMAP folders
+/// marked `\Junk` count as spam as well.
 const DEFAULT_SPAM_FOLDERS: [&str; 4] = ["Junk", "Spam", "Quarantine", "Bulk"];
 
 /// The result of the collection step.
@@ -159,12 +161,14 @@ fn reader_for(scenario: &Scenario, name: &str, simulator: Option<(&Path, &str)>)
             }
             Ok(MailboxReader::Maildir(MaildirReader { roots, spam_folders }))
         }
-        // TODO: read IMAP mailboxes; until then their seeds' copies are
-        // reported as not collected, with this message.
-        Some(Mailbox::Imap(imap)) => Err(format!(
-            "IMAP collection from {}:{} is not available in this version; read the seed into a Maildir (for example with a Dovecot or fetchmail delivery) and declare maildir = \"DIR\"",
-            imap.host, imap.port
-        )),
+        Some(Mailbox::Imap(imap)) => {
+            let spam_folders = if imap.spam_folders.is_empty() {
+                DEFAULT_SPAM_FOLDERS.iter().map(|folder| folder.to_string()).collect()
+            } else {
+                imap.spam_folders.clone()
+            };
+            Ok(MailboxReader::Imap(Box::new(ImapReader::new(name, imap.clone(), spam_folders))))
+        }
         None => Err(format!("mailbox {name:?} is not declared")),
     }
 }

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Show a progress bar (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Run the DNS and identity checks before sending.
+    pub preflight: bool,
 }
 
 /// A finished run: its directory and the record written there.
@@ -119,6 +121,16 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
         }
     };
 
+    let preflight = if options.preflight {
+        let preflight = crate::preflight::run(&scenario, &dns).await;
+        for failure in preflight.failures() {
+            tracing::warn!(check = %failure.check, subject = %failure.subject, detail = %failure.detail, "preflight check failed");
+        }
+        Some(preflight)
+    } else {
+        None
+    };
+
     let scenario = Arc::new(scenario);
     let (events, mut receiver) = mpsc::unbounded_channel();
     let sender = Arc::new(Sender::new(scenario.clone(), directory.id.clone(), dns.clone(), routes.clone(), events));
@@ -185,6 +197,7 @@ pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunResult, 
         routes,
         simulator,
     );
+    record.preflight = preflight;
     record.copies = collected.copies;
     record.collection_errors = collected.errors;
     let verdict = crate::gate::evaluate(&record, &scenario.gate);
@@ -447,6 +460,7 @@ fn build_record(
         attempts: recorder.attempts,
         totals,
         seed_providers,
+        preflight: None,
         copies: Vec::new(),
         collection_errors: Default::default(),
         verdict: None,

@@ -45,6 +45,10 @@ pub struct RunRecord {
     /// Seed domain to the provider behind it, from its MX hosts and from
     /// the wording of the replies its servers sent.
     pub seed_providers: BTreeMap<String, String>,
+    /// The DNS and identity checks made before sending; `None` when they
+    /// were skipped.
+    #[serde(default)]
+    pub preflight: Option<crate::preflight::Preflight>,
     /// Every delivered copy found, with the verdicts read from it.
     pub copies: Vec<CopyRecord>,
     /// Mailboxes that could not be read, with the error.

@@ -43,9 +43,18 @@ pub struct Scenario {
     pub delivery: Delivery,
     pub dns: DnsSettings,
     pub simulator: Option<SimConfig>,
+    pub preflight: PreflightSettings,
     pub collect: Collect,
     pub gate: Gate,
     pub context: Context,
+}
+
+/// Options of the preflight checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PreflightSettings {
+    /// DNS blocklist zones to look each source IP up in; none by default,
+    /// because each lookup is a DNS query to the list's operator.
+    pub dnsbl: Vec<String>,
 }
 
 /// How long to look for delivered copies.

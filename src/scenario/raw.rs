@@ -32,11 +32,20 @@ pub struct ScenarioToml {
     pub dns: Option<DnsToml>,
     pub simulator: Option<Spanned<SimulatorToml>>,
     #[serde(default)]
+    pub preflight: PreflightTable,
+    #[serde(default)]
     pub collect: CollectTable,
     #[serde(default)]
     pub gate: GateTable,
     #[serde(default)]
     pub context: ContextTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightTable {
+    #[serde(default)]
+    pub dnsbl: Vec<Text>,
 }
 
 #[derive(Debug, Default, Deserialize)]

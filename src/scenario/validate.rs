@@ -148,6 +148,14 @@ pub(super) fn validate(source: &SourceFile, raw: ScenarioToml) -> Result<Scenari
         }
     });
 
+    let mut preflight = PreflightSettings::default();
+    for (index, zone) in raw.preflight.dnsbl.iter().enumerate() {
+        let name = zone.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+        match check_hostname(&name) {
+            Ok(()) => preflight.dnsbl.push(name),
+            Err(message) => checker.error(zone, format!("preflight.dnsbl[{index}]"), message),
+        }
+    }
     let collect = check_collect(&mut checker, &raw.collect);
     let gate = check_gate(&mut checker, &raw.gate);
 
@@ -177,6 +185,7 @@ pub(super) fn validate(source: &SourceFile, raw: ScenarioToml) -> Result<Scenari
         delivery,
         dns,
         simulator,
+        preflight,
         collect,
         gate,
         context,

@@ -205,6 +205,7 @@ fn redact(text: &str) -> String {
         (r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} UTC", "[time]"),
         (r"\d{8}T\d{6}Z-[a-z0-9-]+", "[run id]"),
         (r"mc[a-z2-7]{24}", "[token]"),
+        (r"queued as [A-Z0-9]+", "queued as [queue id]"),
         (r"mailcanary \d+\.\d+\.\d+", "mailcanary [version]"),
     ];
     let mut text = text.to_string();
