@@ -224,7 +224,10 @@ async fn dispatch(command: Command) -> Result<ExitStatus, Error> {
                 Some(crate::preflight::Status::Warn) => ExitStatus::Warning,
                 _ => ExitStatus::Healthy,
             };
-            emit(&format!("\nscenario is valid; {} of the preflight checks failed; nothing was sent\n", preflight.failures().count()));
+            emit(&format!(
+                "\nscenario is valid; {} of the preflight checks failed; nothing was sent\n",
+                preflight.failures().count()
+            ));
             Ok(status)
         }
         Command::Run(args) => {

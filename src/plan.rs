@@ -85,7 +85,9 @@ impl Plan {
         let _ = writeln!(out, "messages: {} (max_messages = {})", self.messages.len(), scenario.max_messages);
 
         // Streams in scenario order, then paths in plan order.
-        let mut by_stream_path: Vec<((&str, &str), (Role, &str, usize))> = Vec::new();
+        // ((stream, path), (role, pool, messages))
+        type Row<'a> = ((&'a str, &'a str), (Role, &'a str, usize));
+        let mut by_stream_path: Vec<Row> = Vec::new();
         for message in &self.messages {
             let key = (message.stream.as_str(), message.path.as_str());
             match by_stream_path.iter_mut().find(|(existing, _)| *existing == key) {

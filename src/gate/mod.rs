@@ -418,7 +418,11 @@ fn check_control_delivery(
 const AUTH_CHECKS: [&str; 4] = ["spf", "spf-record", "dkim", "dmarc"];
 
 fn preflight_auth_failures(record: &RunRecord) -> impl Iterator<Item = &crate::preflight::Finding> {
-    record.preflight.iter().flat_map(|preflight| preflight.failures()).filter(|finding| AUTH_CHECKS.contains(&finding.check.as_str()))
+    record
+        .preflight
+        .iter()
+        .flat_map(|preflight| preflight.failures())
+        .filter(|finding| AUTH_CHECKS.contains(&finding.check.as_str()))
 }
 
 /// Turns the preflight into two criteria: the sender's authentication
@@ -443,7 +447,11 @@ fn check_preflight(record: &RunRecord, criteria: &mut Vec<Criterion>, diagnosis:
     for line in &identity {
         diagnosis.push(format!("sending identity: {line}"));
     }
-    let detail = if identity.is_empty() { "PTR, HELO, MX and blocklist checks found no failure".to_string() } else { identity.join("; ") };
+    let detail = if identity.is_empty() {
+        "PTR, HELO, MX and blocklist checks found no failure".to_string()
+    } else {
+        identity.join("; ")
+    };
     criteria.push(criterion("sending identity", identity.is_empty(), Checkpoint::Warning, detail));
 }
 

@@ -41,6 +41,7 @@ fn verdicts(receiver_dkim: &str) -> CopyVerdicts {
     CopyVerdicts {
         receiver: Some(ReceiverVerdicts {
             header_index: 0,
+            other_headers: Vec::new(),
             methods: vec![method("spf", "pass"), method("dkim", receiver_dkim), method("dmarc", "pass")],
             header,
         }),

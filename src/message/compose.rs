@@ -70,7 +70,7 @@ impl ComposeContext {
         render(text, |name| self.placeholder(name)).map_err(|reason| ComposeError::Template { field, reason })
     }
 
-    fn from_domain(&self) -> Result<&str, ComposeError> {
+    fn sender_domain(&self) -> Result<&str, ComposeError> {
         match self.from_address.rsplit_once('@') {
             Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(domain),
             _ => Err(ComposeError::InvalidAddress { field: "From", address: self.from_address.clone() }),
@@ -78,7 +78,7 @@ impl ComposeContext {
     }
 
     fn message_id(&self) -> Result<String, ComposeError> {
-        Ok(self.token.message_id(self.from_domain()?))
+        Ok(self.token.message_id(self.sender_domain()?))
     }
 
     fn date(&self) -> String {

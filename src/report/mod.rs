@@ -148,7 +148,8 @@ fn evidence_section(out: &mut String, record: &RunRecord) {
         match summary_status(found.iter().map(|finding| finding.status)) {
             None => "-".into(),
             Some(status) => {
-                let detail = found.iter().find(|finding| finding.status == status).map_or("", |finding| finding.detail.as_str());
+                let detail =
+                    found.iter().find(|finding| finding.status == status).map_or("", |finding| finding.detail.as_str());
                 format!("{}: {}", status.as_str(), escape(detail))
             }
         }
@@ -156,10 +157,15 @@ fn evidence_section(out: &mut String, record: &RunRecord) {
     let dkim = match preflight {
         None => "not checked".to_string(),
         Some(preflight) => {
-            let keys: Vec<&crate::preflight::Finding> = preflight.findings.iter().filter(|finding| finding.check == "dkim").collect();
+            let keys: Vec<&crate::preflight::Finding> =
+                preflight.findings.iter().filter(|finding| finding.check == "dkim").collect();
             match summary_status(keys.iter().map(|finding| finding.status)) {
                 None => "no signer".into(),
-                Some(status) => format!("{} ({} selectors)", status.as_str(), keys.iter().map(|finding| &finding.subject).collect::<std::collections::BTreeSet<_>>().len()),
+                Some(status) => format!(
+                    "{} ({} selectors)",
+                    status.as_str(),
+                    keys.iter().map(|finding| &finding.subject).collect::<std::collections::BTreeSet<_>>().len()
+                ),
             }
         }
     };
@@ -172,7 +178,8 @@ fn evidence_section(out: &mut String, record: &RunRecord) {
     };
     for path in &record.paths {
         let subject = format!("path {}", path.name);
-        let attempts: Vec<&AttemptRecord> = record.attempts.iter().filter(|attempt| attempt.path == path.name).collect();
+        let attempts: Vec<&AttemptRecord> =
+            record.attempts.iter().filter(|attempt| attempt.path == path.name).collect();
         let tls = attempts
             .iter()
             .flat_map(|attempt| attempt.transactions.iter())
@@ -203,7 +210,9 @@ fn summary_status(statuses: impl Iterator<Item = crate::preflight::Status>) -> O
     use crate::preflight::Status;
     let statuses: Vec<Status> = statuses.collect();
     let worst = statuses.iter().copied().filter(|status| matches!(status, Status::Warn | Status::Fail)).max();
-    worst.or_else(|| statuses.iter().copied().find(|status| *status == Status::Pass)).or_else(|| statuses.first().copied())
+    worst
+        .or_else(|| statuses.iter().copied().find(|status| *status == Status::Pass))
+        .or_else(|| statuses.first().copied())
 }
 
 fn control_section(out: &mut String, record: &RunRecord) {

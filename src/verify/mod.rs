@@ -36,9 +36,14 @@ pub struct MethodVerdict {
 /// The receiving gateway's verdicts, as written into the copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReceiverVerdicts {
-    /// The header's position among the copy's header fields, top first.
+    /// The top trusted header's position among the copy's header fields,
+    /// top first.
     pub header_index: usize,
     pub header: AuthenticationResults,
+    /// Positions of further trusted headers with the same authserv-id,
+    /// whose methods are merged into `methods`.
+    #[serde(default)]
+    pub other_headers: Vec<usize>,
     pub methods: Vec<MethodVerdict>,
 }
 
@@ -110,9 +115,14 @@ pub async fn verify_copy(
     trusted: &TrustedIds,
 ) -> CopyVerdicts {
     let headers = crate::auth::parse_message_headers(copy);
-    let receiver = crate::auth::select::receiver_results(&headers, trusted).map(|(header_index, header)| {
-        let methods = header.results.iter().map(receiver_method).collect();
-        ReceiverVerdicts { header_index, header, methods }
+    // Some receivers write one header per method (OpenDKIM, OpenDMARC and
+    // policyd-spf each add their own), so every trusted header counts.
+    let trusted_headers = crate::auth::select::receiver_results_all(&headers, trusted);
+    let receiver = trusted_headers.first().map(|(header_index, header)| ReceiverVerdicts {
+        header_index: *header_index,
+        header: header.clone(),
+        other_headers: trusted_headers[1..].iter().map(|(index, _)| *index).collect(),
+        methods: trusted_headers.iter().flat_map(|(_, header)| header.results.iter().map(receiver_method)).collect(),
     });
 
     let received: Vec<_> = headers

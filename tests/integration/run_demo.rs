@@ -450,9 +450,7 @@ fn explain_json_prints_the_reading() {
     assert_eq!(reading["reason"], "ip-reputation");
     assert_eq!(reading["ip"], "192.0.2.25");
     assert!(!reading["advice"].as_array().unwrap().is_empty());
-    for field in ["lookup_url"] {
-        assert!(reading.get(field).is_some(), "{field} is present, null or not");
-    }
+    assert!(reading.get("lookup_url").is_some(), "lookup_url is present, null or not");
 }
 
 #[test]
