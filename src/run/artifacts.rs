@@ -2,7 +2,7 @@
 //! and after each send, and one transcript file per attempt.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -69,15 +69,19 @@ impl RunDirectory {
     }
 
     /// Writes `run.json` through a temporary file and a rename, so a reader
-    /// never sees half a record.
+    /// never sees half a record. The JSON is streamed into the file, because
+    /// at about 13 KB per message a buffer of it was a third of the peak
+    /// memory of a 10,000-message run.
     pub fn write_record(&self, record: &RunRecord) -> Result<PathBuf, Error> {
         let path = self.path.join("run.json");
         let temporary = self.path.join(".run.json.tmp");
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|error| Error::Write { path: path.clone(), source: error.into() })?;
-        fs::write(&temporary, json)
-            .and_then(|()| fs::rename(&temporary, &path))
-            .map_err(|source| Error::Write { path: path.clone(), source })?;
+        let write = || -> std::io::Result<()> {
+            let mut writer = BufWriter::new(File::create(&temporary)?);
+            serde_json::to_writer_pretty(&mut writer, record)?;
+            writer.flush()?;
+            fs::rename(&temporary, &path)
+        };
+        write().map_err(|source| Error::Write { path: path.clone(), source })?;
         Ok(path)
     }
 }

@@ -25,13 +25,16 @@ pub(crate) struct MaildirRoot {
     /// Host part of unique names, with `/` and `:` escaped as the Maildir
     /// format requires.
     host: String,
+    /// Folders already created by this simulator, so a delivery costs no
+    /// `mkdir` calls once its folder exists.
+    created: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 impl MaildirRoot {
     /// Uses `hostname` in place of the machine's name in unique file names.
     pub(crate) fn new(root: PathBuf, hostname: &str) -> Self {
         let host = hostname.replace('/', "\\057").replace(':', "\\072");
-        Self { root, host }
+        Self { root, host, created: Default::default() }
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -53,17 +56,18 @@ impl MaildirRoot {
             Folder::Inbox => mailbox.clone(),
             Folder::Junk => mailbox.join(".Junk"),
         };
-        create_maildir(&folder_dir)?;
-        if folder == Folder::Junk {
-            // Maildir++ marks a subfolder with an empty `maildirfolder` file.
-            create_maildir(&mailbox)?;
-            fs::OpenOptions::new().create(true).append(true).open(folder_dir.join("maildirfolder"))?;
-        }
+        self.ensure_folder(&mailbox, &folder_dir, folder, false)?;
 
         let name = self.unique_name();
         let temporary = folder_dir.join("tmp").join(&name);
         let delivered = folder_dir.join("new").join(&name);
-        if let Err(error) = write_synced(&temporary, message) {
+        let mut written = write_synced(&temporary, message);
+        if written.as_ref().is_err_and(|error| error.kind() == io::ErrorKind::NotFound) {
+            // The folder was removed since it was created; make it again once.
+            self.ensure_folder(&mailbox, &folder_dir, folder, true)?;
+            written = write_synced(&temporary, message);
+        }
+        if let Err(error) = written {
             let _ = fs::remove_file(&temporary);
             return Err(error);
         }
@@ -76,6 +80,23 @@ impl MaildirRoot {
 
     /// `<seconds>.M<microseconds>P<pid>Q<deliveries>.<host>`, the unique name
     /// form of the Maildir specification.
+    /// Creates the folder's `cur`, `new` and `tmp` unless this simulator
+    /// already did, or `again` asks for it.
+    fn ensure_folder(&self, mailbox: &Path, folder_dir: &Path, folder: Folder, again: bool) -> io::Result<()> {
+        let mut created = self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !again && created.contains(folder_dir) {
+            return Ok(());
+        }
+        create_maildir(folder_dir)?;
+        if folder == Folder::Junk {
+            // Maildir++ marks a subfolder with an empty `maildirfolder` file.
+            create_maildir(mailbox)?;
+            fs::OpenOptions::new().create(true).append(true).open(folder_dir.join("maildirfolder"))?;
+        }
+        created.insert(folder_dir.to_path_buf());
+        Ok(())
+    }
+
     fn unique_name(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let count = DELIVERIES.fetch_add(1, Ordering::Relaxed);
@@ -123,6 +144,17 @@ mod tests {
         assert_eq!(path.parent().unwrap(), junk.join("new"));
         assert!(junk.join("maildirfolder").is_file());
         assert!(dir.path().join("seed@customer-a.example.net/new").is_dir());
+    }
+
+    #[test]
+    fn removed_folder_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = MaildirRoot::new(dir.path().to_path_buf(), "mx.example.test");
+        root.deliver("seed@customer-a.example.net", Folder::Inbox, b"first\r\n").unwrap();
+        fs::remove_dir_all(dir.path().join("seed@customer-a.example.net")).unwrap();
+
+        let path = root.deliver("seed@customer-a.example.net", Folder::Inbox, b"second\r\n").unwrap();
+        assert_eq!(fs::read(path).unwrap(), b"second\r\n");
     }
 
     #[test]

@@ -264,6 +264,12 @@ impl<'a> Session<'a> {
             Ok(Ok(stream)) => stream,
         };
 
+        // Every command is a whole line sent in one write, followed by a wait
+        // for the reply, so Nagle's algorithm can only delay a segment until
+        // the server's delayed ACK (40 ms on Linux), never merge anything.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "setting TCP_NODELAY failed");
+        }
         self.local = stream.local_addr().ok();
         self.exchanges[index].replied_at = Some(now());
         tracing::debug!(server = %request.server, local = ?self.local, "connected");
@@ -430,13 +436,16 @@ impl<'a> Session<'a> {
     /// the exchange that contains the reply.
     async fn content(&mut self) -> StepResult<usize> {
         let index = self.begin(Step::EndOfData, Some(".".to_owned()));
-        let content = std::mem::take(&mut self.content);
+        let mut content = std::mem::take(&mut self.content);
         self.exchanges[index].size = Some(content.len() as u64);
         tracing::trace!(target: "mailcanary::smtp::wire", "C: <message content, {} bytes>", content.len());
         tracing::trace!(target: "mailcanary::smtp::wire", "C: .");
 
+        // The final `.` goes out in the same write as the content, because
+        // written alone its small segment waited for the previous one's ACK.
+        content.extend_from_slice(data::END_OF_DATA);
         let limit = self.request.timeouts.end_of_data;
-        let reply = self.exchange(index, Step::EndOfData, &[&content, data::END_OF_DATA], limit).await?;
+        let reply = self.exchange(index, Step::EndOfData, &[&content], limit).await?;
         judge(index, Step::EndOfData, &reply, ReplyClass::PositiveCompletion)?;
         Ok(index)
     }
