@@ -158,7 +158,7 @@ impl View<'_> {
         }
     }
 
-    /// Returns why the message tells nothing about the receiver: it was never sent,
+    /// Returns the reason the message reveals nothing about the receiver: it was never sent,
     /// or its attempt failed on our side (the source IP could not be bound,
     /// the seed domain could not be resolved, a local I/O error).
     fn local_failure(&self) -> Option<String> {
@@ -425,9 +425,9 @@ fn preflight_auth_failures(record: &RunRecord) -> impl Iterator<Item = &crate::p
         .filter(|finding| AUTH_CHECKS.contains(&finding.check.as_str()))
 }
 
-/// Turns the preflight into two criteria: the sender's authentication
-/// records (critical, since a control test proves nothing while they are
-/// broken) and the sending identity (PTR, HELO, blocklists; a warning).
+/// Turns the preflight into two criteria. Broken authentication records
+/// are critical, because a control test proves nothing while they are
+/// broken. Sending identity problems (PTR, HELO, blocklists) are a warning.
 fn check_preflight(record: &RunRecord, criteria: &mut Vec<Criterion>, diagnosis: &mut Vec<String>) {
     let Some(preflight) = &record.preflight else { return };
     let describe = |finding: &crate::preflight::Finding| match &finding.fix {

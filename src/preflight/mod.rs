@@ -53,11 +53,11 @@ pub struct Finding {
     /// `ptr`, `fcrdns`, `helo`, `spf`, `spf-helo`, `spf-record`, `dkim`,
     /// `dmarc`, `mx` or `dnsbl`.
     pub check: String,
-    /// What was checked: a path name, a domain, `selector._domainkey.domain`.
+    /// The checked object: a path name, a domain, `selector._domainkey.domain`.
     pub subject: String,
     pub status: Status,
     pub detail: String,
-    /// What to change, naming the record and the value it should hold.
+    /// The change to make, naming the record and the value it should contain.
     pub fix: Option<String>,
 }
 

@@ -134,8 +134,8 @@ fn paths_section(out: &mut String, record: &RunRecord) {
     }
 }
 
-/// The minimum evidence per path: source IP, PTR, HELO, SPF, DKIM, DMARC,
-/// TLS and the SMTP reply.
+/// Writes the minimum evidence per path: source IP, PTR, HELO, SPF, DKIM,
+/// DMARC, TLS and the SMTP reply.
 fn evidence_section(out: &mut String, record: &RunRecord) {
     let _ = writeln!(out, "\n## Evidence per path\n");
     let _ = writeln!(out, "| path | source IP | PTR | HELO | SPF | DKIM | DMARC | TLS | SMTP |");

@@ -78,10 +78,8 @@ impl MaildirRoot {
         Ok(delivered)
     }
 
-    /// `<seconds>.M<microseconds>P<pid>Q<deliveries>.<host>`, the unique name
-    /// form of the Maildir specification.
     /// Creates the folder's `cur`, `new` and `tmp` unless this simulator
-    /// already did, or `again` asks for it.
+    /// already did; `again` creates them in any case.
     fn ensure_folder(&self, mailbox: &Path, folder_dir: &Path, folder: Folder, again: bool) -> io::Result<()> {
         let mut created = self.created.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !again && created.contains(folder_dir) {
@@ -97,6 +95,8 @@ impl MaildirRoot {
         Ok(())
     }
 
+    /// `<seconds>.M<microseconds>P<pid>Q<deliveries>.<host>`, the unique name
+    /// form of the Maildir specification.
     fn unique_name(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let count = DELIVERIES.fetch_add(1, Ordering::Relaxed);

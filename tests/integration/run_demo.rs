@@ -424,10 +424,12 @@ fn reply_naming_another_ip_is_flagged() {
     assert_eq!(attempt["classification"]["ip"], "203.0.113.99");
     assert_eq!(attempt["negative_replies"][0]["step"], "mail");
     let mismatch = attempt["ip_mismatch"].as_str().expect("the mismatch is recorded");
-    assert!(mismatch.contains("203.0.113.99") && mismatch.contains("127.0.0.1"), "{mismatch}");
+    assert!(mismatch.contains("203.0.113.99"), "{mismatch}");
+    assert!(mismatch.contains("127.0.0.1"), "{mismatch}");
     let diagnosis: Vec<&str> =
         record["verdict"]["diagnosis"].as_array().unwrap().iter().map(|line| line.as_str().unwrap()).collect();
-    assert!(diagnosis[0].starts_with("path p1: ") && diagnosis[0].contains("203.0.113.99"), "{diagnosis:?}");
+    assert!(diagnosis[0].starts_with("path p1: "), "{diagnosis:?}");
+    assert!(diagnosis[0].contains("203.0.113.99"), "{diagnosis:?}");
     assert_eq!(record["seed_providers"]["customer-b.example.net"], "proofpoint");
 }
 
