@@ -495,7 +495,7 @@ async fn list_folders(session: &mut Session<Transport>, target: &Target) -> Resu
         let attributes = name.attributes();
         let selectable = !attributes.iter().any(|attribute| match attribute {
             NameAttribute::NoSelect => true,
-            // RFC 5258 marks a name that only holds a hierarchy place.
+            // RFC 5258 marks a name that is only a place in the hierarchy.
             NameAttribute::Extension(text) => text.eq_ignore_ascii_case("\\NonExistent"),
             _ => false,
         });

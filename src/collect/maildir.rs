@@ -102,16 +102,18 @@ fn token_of(path: &Path) -> Option<String> {
         if read == 0 {
             break;
         }
+        // Only the bytes around the new read can complete the blank line.
+        let start = head.len().saturating_sub(3);
         head.extend_from_slice(&buffer[..read]);
-        if find(&head, b"\r\n\r\n").is_some() || find(&head, b"\n\n").is_some() || head.len() >= HEADER_LIMIT {
+        let tail = &head[start..];
+        if find(tail, b"\r\n\r\n").is_some() || find(tail, b"\n\n").is_some() || head.len() >= HEADER_LIMIT {
             break;
         }
     }
-    let end = find(&head, b"\r\n\r\n").or_else(|| find(&head, b"\n\n")).unwrap_or(head.len());
-    let text = String::from_utf8_lossy(&head[..end]);
 
     let mut from_message_id = None;
-    for (name, value) in unfolded_headers(&text) {
+    for (name, value) in crate::auth::parse_message_headers(&head) {
+        let value = crate::auth::unfold(&value);
         if name.eq_ignore_ascii_case(TOKEN_HEADER) {
             if let Some(token) = TrackingToken::parse(&value) {
                 return Some(token.as_str().to_string());
@@ -121,22 +123,6 @@ fn token_of(path: &Path) -> Option<String> {
         }
     }
     from_message_id
-}
-
-/// Splits a header block into (name, unfolded value) pairs.
-fn unfolded_headers(text: &str) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = Vec::new();
-    for line in text.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some((_, value)) = headers.last_mut() {
-                value.push(' ');
-                value.push_str(line.trim());
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-    }
-    headers
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

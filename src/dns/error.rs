@@ -84,7 +84,7 @@ pub enum DnsError {
 }
 
 impl DnsError {
-    /// Whether a later retry of the same lookup may succeed: a timeout or a
+    /// Returns whether a later retry of the same lookup may succeed: a timeout or a
     /// server failure, as opposed to a response that the name does not exist.
     pub fn is_transient(&self) -> bool {
         matches!(self, DnsError::Timeout { .. } | DnsError::ServerFailure { .. })

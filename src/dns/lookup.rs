@@ -25,7 +25,7 @@ pub struct MxRecord {
 }
 
 impl MxRecord {
-    /// Whether this is a null MX (`MX 0 .`), the record of a domain that
+    /// Returns whether this is a null MX (`MX 0 .`), the record of a domain that
     /// accepts no mail.
     pub fn is_null(&self) -> bool {
         self.exchange == "."
@@ -137,7 +137,7 @@ impl Dns {
     }
 
     /// Looks up the MX records of `domain`, sorted by preference; records of
-    /// equal preference keep the order of the answer. A domain without MX
+    /// equal preference keep the order of the response. A domain without MX
     /// records returns an empty list.
     pub async fn mx(&self, domain: &str) -> Result<Vec<MxRecord>, DnsError> {
         let name = parse_name(domain)?;
@@ -203,7 +203,7 @@ impl Dns {
 
     /// Looks up the PTR names of `ip`, without trailing dots.
     ///
-    /// NOTE: hickory-resolver 0.26 answers reverse lookups of 127.0.0.0/8
+    /// NOTE: hickory-resolver 0.26 resolves reverse lookups of 127.0.0.0/8
     /// with `localhost.` itself, so loopback source IPs never reach a zone.
     pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
         let name = Name::from(ip);

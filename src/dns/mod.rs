@@ -17,7 +17,7 @@ pub use lookup::{DeliveryTarget, Dns, MxRecord};
 pub struct DnsSettings {
     /// Upstream nameservers to ask instead of the system's resolver.
     pub nameservers: Vec<SocketAddr>,
-    /// Zone files (RFC 1035 master format) answered locally before any
+    /// Zone files (RFC 1035 master format) served locally before any
     /// upstream; absolute paths.
     pub zones: Vec<PathBuf>,
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::collect::Placement;
 use crate::exit::ExitStatus;
-use crate::run::record::{AttemptRecord, CopyRecord, MessageRecord, RunRecord};
+use crate::run::record::{AttemptRecord, CopyRecord, MessageRecord, RecordIndex, RunRecord};
 use crate::scenario::{Gate, Role};
 use crate::smtp::record::{Failure, Outcome};
 
@@ -244,18 +244,14 @@ pub fn evaluate(record: &RunRecord, gate: &Gate) -> Verdict {
 }
 
 fn views(record: &RunRecord) -> Vec<View<'_>> {
+    let index = RecordIndex::new(record);
     record
         .messages
         .iter()
         .map(|message| {
             let domain = crate::scenario::address::domain_of(&message.seed).to_ascii_lowercase();
             let provider = record.seed_providers.get(&domain).cloned().unwrap_or_else(|| "other".to_string());
-            let copy = record.copies.iter().find(|copy| copy.sequence == message.sequence);
-            let last_attempt = message
-                .attempts
-                .last()
-                .and_then(|number| record.attempts.iter().find(|attempt| attempt.number == *number));
-            View { message, provider, copy, last_attempt }
+            View { message, provider, copy: index.copy(message.sequence), last_attempt: index.last_attempt(message) }
         })
         .collect()
 }

@@ -166,7 +166,7 @@ fn record(messages: &[Message], providers: &[(&str, &str)]) -> RunRecord {
         dns: DnsInfo { zones: Vec::new(), nameservers: Vec::new(), local_server: None },
         simulator: None,
         plan: Vec::new(),
-        totals: Totals::from_messages(&message_records, attempts.len()),
+        totals: Totals::from_messages(&message_records),
         messages: message_records,
         attempts,
         seed_providers: providers

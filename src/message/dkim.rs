@@ -170,7 +170,7 @@ fn rsa_key(der: PrivateKeyDer<'_>) -> Result<KeyInner, KeyError> {
     Ok(KeyInner::Rsa { key, public_key })
 }
 
-/// Whether a PKCS#8 key's algorithm is Ed25519 (OID 1.3.101.112).
+/// Returns whether a PKCS#8 key's algorithm is Ed25519 (OID 1.3.101.112).
 fn is_ed25519_pkcs8(der: &[u8]) -> bool {
     const ED25519_OID: [u8; 5] = [0x06, 0x03, 0x2b, 0x65, 0x70];
     der.windows(ED25519_OID.len()).take(24).any(|window| window == ED25519_OID)

@@ -146,8 +146,8 @@ async fn check_path(scenario: &Scenario, dns: &Dns, path: &Path, findings: &mut 
     };
 
     // Reverse DNS and forward confirmation (FCrDNS). hickory-resolver
-    // answers reverse lookups of loopback addresses with `localhost` itself,
-    // so they say nothing about published records.
+    // resolves reverse lookups of loopback addresses to `localhost` itself,
+    // so they reveal nothing about published records.
     let ptr_names = if ip.is_loopback() {
         findings.push(finding(
             "ptr",

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::gate::{Criterion, Verdict};
-use crate::run::record::{AttemptRecord, RunRecord};
+use crate::run::record::{AttemptRecord, RecordIndex, RunRecord};
 use crate::smtp::record::Outcome;
 
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S%.3f UTC";
@@ -222,9 +222,9 @@ fn control_section(out: &mut String, record: &RunRecord) {
         "| # | stream | path | source IP | recipient | last attempt (UTC) | outcome | placement | receiver spf / dkim / dmarc | our spf / dkim / dmarc | Message-ID |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let index = RecordIndex::new(record);
     for message in &record.messages {
-        let last =
-            message.attempts.last().and_then(|number| record.attempts.iter().find(|attempt| attempt.number == *number));
+        let last = index.last_attempt(message);
         let source = last.and_then(|attempt| attempt.source_ip).map_or_else(|| "-".to_string(), |ip| ip.to_string());
         let time = last.map_or_else(|| "-".to_string(), |attempt| attempt.started_at.format(TIME_FORMAT).to_string());
         let outcome = match message.outcome {
@@ -241,8 +241,7 @@ fn control_section(out: &mut String, record: &RunRecord) {
             (None, Some(Outcome::Accepted)) => "not checked".to_string(),
             (None, _) => "-".to_string(),
         };
-        let verdicts =
-            record.copies.iter().find(|copy| copy.sequence == message.sequence).and_then(|copy| copy.verdicts.as_ref());
+        let verdicts = index.copy(message.sequence).and_then(|copy| copy.verdicts.as_ref());
         let three = |side: bool| -> String {
             let Some(verdicts) = verdicts else { return "-".into() };
             ["spf", "dkim", "dmarc"]

@@ -245,7 +245,7 @@ fn seed_providers(attempts: &[AttemptRecord]) -> std::collections::BTreeMap<Stri
 pub fn load_record(run_directory: &std::path::Path) -> Result<RunRecord, Error> {
     let path = run_directory.join("run.json");
     let text = std::fs::read_to_string(&path).map_err(|error| {
-        Error::Usage(format!("cannot read {}: {error}; give the run directory that holds run.json", path.display()))
+        Error::Usage(format!("cannot read {}: {error}; give the run directory that contains run.json", path.display()))
     })?;
     serde_json::from_str(&text)
         .map_err(|error| Error::Usage(format!("{} is not a mailcanary run record: {error}", path.display())))
@@ -402,7 +402,7 @@ fn build_record(
     routes: HashMap<String, Route>,
     simulator: Option<SimulatorInfo>,
 ) -> RunRecord {
-    let totals = Totals::from_messages(&recorder.messages, recorder.attempts.len());
+    let totals = Totals::from_messages(&recorder.messages);
     let seed_providers = seed_providers(&recorder.attempts);
     let mut routes: Vec<(String, String)> =
         routes.into_iter().map(|(domain, route)| (domain, format!("{}:{}", route.host, route.port))).collect();

@@ -58,6 +58,31 @@ pub struct RunRecord {
     pub context: ContextInfo,
 }
 
+/// Attempts by number and copies by message sequence, built once so that
+/// per-message lookups stay constant-time on large runs.
+pub struct RecordIndex<'a> {
+    attempts: BTreeMap<u32, &'a AttemptRecord>,
+    copies: BTreeMap<u32, &'a CopyRecord>,
+}
+
+impl<'a> RecordIndex<'a> {
+    pub fn new(record: &'a RunRecord) -> Self {
+        Self {
+            attempts: record.attempts.iter().map(|attempt| (attempt.number, attempt)).collect(),
+            copies: record.copies.iter().map(|copy| (copy.sequence, copy)).collect(),
+        }
+    }
+
+    /// Returns the message's last attempt, whose outcome is the message's.
+    pub fn last_attempt(&self, message: &MessageRecord) -> Option<&'a AttemptRecord> {
+        message.attempts.last().and_then(|number| self.attempts.get(number).copied())
+    }
+
+    pub fn copy(&self, sequence: u32) -> Option<&'a CopyRecord> {
+        self.copies.get(&sequence).copied()
+    }
+}
+
 /// One delivered copy found in a seed mailbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CopyRecord {
@@ -235,10 +260,12 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Counts messages by their final outcome.
-    pub fn from_messages(messages: &[MessageRecord], attempts: usize) -> Totals {
-        let mut totals = Totals { planned: messages.len() as u32, attempts: attempts as u32, ..Totals::default() };
+    /// Counts messages by their final outcome, with their attempts.
+    pub fn from_messages<'a>(messages: impl IntoIterator<Item = &'a MessageRecord>) -> Totals {
+        let mut totals = Totals::default();
         for message in messages {
+            totals.planned += 1;
+            totals.attempts += message.attempts.len() as u32;
             match message.outcome {
                 Some(Outcome::Accepted) => totals.accepted += 1,
                 Some(Outcome::Deferred) => totals.deferred += 1,

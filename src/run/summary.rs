@@ -1,22 +1,11 @@
 //! The one-screen summary `run` prints to stdout: totals, a line per path,
 //! and the first negative reply each path drew, verbatim.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::record::RunRecord;
+use super::record::{RunRecord, Totals};
 use crate::smtp::record::Outcome;
-
-#[derive(Default)]
-struct PathCounts {
-    accepted: u32,
-    deferred: u32,
-    rejected: u32,
-    failed: u32,
-    not_sent: u32,
-    cleared: u32,
-}
 
 /// Renders the summary of a finished run.
 pub fn render(record: &RunRecord, directory: &Path) -> String {
@@ -36,28 +25,13 @@ pub fn render(record: &RunRecord, directory: &Path) -> String {
         totals.cleared_after_retry
     );
 
-    let mut per_path: BTreeMap<&str, PathCounts> = BTreeMap::new();
-    for message in &record.messages {
-        let counts = per_path.entry(message.path.as_str()).or_default();
-        match message.outcome {
-            Some(Outcome::Accepted) => counts.accepted += 1,
-            Some(Outcome::Deferred) => counts.deferred += 1,
-            Some(Outcome::Rejected) => counts.rejected += 1,
-            Some(Outcome::Failed) => counts.failed += 1,
-            None => counts.not_sent += 1,
-        }
-        if message.cleared_after_retry {
-            counts.cleared += 1;
-        }
-    }
-
     let _ = writeln!(
         out,
         "\n{:<16} {:<12} {:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7}",
         "path", "pool", "source ip", "accepted", "deferred", "rejected", "failed", "not sent", "cleared"
     );
     for path in &record.paths {
-        let counts = per_path.remove(path.name.as_str()).unwrap_or_default();
+        let counts = Totals::from_messages(record.messages.iter().filter(|message| message.path == path.name));
         let source = path.source_ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         let _ = writeln!(
             out,
@@ -70,7 +44,7 @@ pub fn render(record: &RunRecord, directory: &Path) -> String {
             counts.rejected,
             counts.failed,
             counts.not_sent,
-            counts.cleared
+            counts.cleared_after_retry
         );
     }
 

@@ -336,12 +336,17 @@ impl Scenario {
 
     /// Returns the distinct recipient domains of all seeds, in seed order.
     pub fn seed_domains(&self) -> Vec<String> {
-        let mut domains: Vec<String> = Vec::new();
-        for seed in &self.seeds {
-            if !domains.contains(&seed.domain) {
-                domains.push(seed.domain.clone());
-            }
-        }
-        domains
+        seed_domains(&self.seeds)
     }
+}
+
+/// Returns the distinct domains of `seeds`, in seed order.
+fn seed_domains(seeds: &[Seed]) -> Vec<String> {
+    let mut domains: Vec<String> = Vec::new();
+    for seed in seeds {
+        if !domains.contains(&seed.domain) {
+            domains.push(seed.domain.clone());
+        }
+    }
+    domains
 }

@@ -132,12 +132,7 @@ pub(super) fn validate(source: &SourceFile, raw: ScenarioToml) -> Result<Scenari
         }),
     };
 
-    let mut seed_domains: Vec<String> = Vec::new();
-    for seed in &seeds {
-        if !seed_domains.contains(&seed.domain) {
-            seed_domains.push(seed.domain.clone());
-        }
-    }
+    let seed_domains = super::seed_domains(&seeds);
     let simulator = raw.simulator.as_ref().and_then(|table| {
         match crate::sim::policy::validate(table.get_ref(), "simulator", &seed_domains) {
             Ok(config) => Some(config),

@@ -413,7 +413,7 @@ impl Session {
         Flow::Close
     }
 
-    /// Answers the final dot: a refusal, or authentication and delivery.
+    /// Replies to the final dot: a refusal, or authentication and delivery.
     async fn end_of_data(
         &mut self,
         connection: &mut Connection,
@@ -600,7 +600,7 @@ impl Session {
         Ok(if reply.closes_connection() { Flow::Close } else { Flow::Continue })
     }
 
-    /// Answers a command the session cannot take. The error that reaches
+    /// Replies to a command the session cannot take. The error that reaches
     /// `max_errors` is answered 421 instead, and the session closes.
     async fn protocol_error(&mut self, connection: &mut Connection, reply: Reply) -> io::Result<Flow> {
         self.errors += 1;
@@ -620,7 +620,7 @@ impl Session {
         stream.flush().await
     }
 
-    /// Reads one line, answering 421 when the idle timeout passes or the
+    /// Reads one line, replying 421 when the idle timeout passes or the
     /// simulator shuts down.
     async fn next_line(&mut self, connection: &mut Connection, shutdown: &mut Shutdown) -> io::Result<Input> {
         enum Wait {

@@ -158,7 +158,7 @@ pub async fn attempt(request: &AttemptRequest) -> Transaction {
 /// (500, 502), does not implement it (504), or some old servers' 550.
 const EHLO_FALLBACK_CODES: [u16; 4] = [500, 502, 504, 550];
 
-/// How the conversation ended, before QUIT.
+/// The state in which the conversation ended, before QUIT.
 #[derive(Debug)]
 struct Ending {
     outcome: Outcome,
@@ -331,7 +331,7 @@ impl<'a> Session<'a> {
         if mode == StartTls::Opportunistic && refused && reply.code != Some(421) {
             // The session state is unchanged after a refused STARTTLS
             // (RFC 3207), so the transaction can go on in the clear.
-            tracing::debug!(code = ?reply.code, "STARTTLS refused, going on in the clear");
+            tracing::debug!(code = ?reply.code, "STARTTLS rejected; continuing without TLS");
             return Ok(());
         }
         judge(index, Step::Starttls, &reply, ReplyClass::PositiveCompletion)?;

@@ -55,7 +55,7 @@ pub struct Exchange {
     pub size: Option<u64>,
 }
 
-/// How an attempt ended (the terms of the field: a 2xx after DATA is
+/// The way an attempt ended (the terms of the field: a 2xx after DATA is
 /// accepted, 4xx deferred, 5xx rejected, no reply at all failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -66,7 +66,7 @@ pub enum Outcome {
     Failed,
 }
 
-/// Why an attempt failed without a decisive reply.
+/// The reason an attempt failed without a decisive reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Failure {

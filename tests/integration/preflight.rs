@@ -11,7 +11,7 @@ const DEMO_ZONE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/zones/ne
 const SOA: &str =
     "$TTL 300\n@ IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 60\n@ IN NS ns1.example.com.\n";
 
-/// The demo's sender zone with the published DKIM keys, its SPF record for
+/// Returns the demo's sender zone with the published DKIM keys, its SPF record for
 /// 192.0.2.10, and A records for the path's HELO name.
 fn sender_zone() -> String {
     let demo = std::fs::read_to_string(DEMO_ZONE).unwrap();
@@ -118,7 +118,7 @@ fn each_broken_record_is_named() {
     let reverse = reverse_zone();
     let rsa_line = sender.lines().find(|line| line.starts_with("rsa2026")).unwrap().to_string();
     let ed_line = sender.lines().find(|line| line.starts_with("ed2026")).unwrap().to_string();
-    // One TXT string holds at most 255 bytes, so the long record is two
+    // One TXT string contains at most 255 bytes, so the long record is two
     // strings, which receivers join without a separator.
     let first: String = (1..=6).map(|n| format!(" include:s{n}.news.example.com")).collect();
     let second: String = (7..=11).map(|n| format!(" include:s{n}.news.example.com")).collect();

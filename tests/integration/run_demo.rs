@@ -238,7 +238,7 @@ fn check_snapshot(name: &str, actual: &str) {
     }
 }
 
-/// A scripted SMTP server on 127.0.0.1: answers each client line with the
+/// Starts a scripted SMTP server on 127.0.0.1 that replies to each client line with the
 /// next scripted reply, the first one being the greeting. `None` closes the
 /// connection at that point.
 fn scripted_server(script: Vec<Option<&'static str>>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
